@@ -1,0 +1,45 @@
+package api
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the original README's request metrics, with exactly its
+// names, so its PromQL works unchanged.
+type Metrics struct {
+	Put, Get, Delete, InternalPut, InternalDelete, Health prometheus.Counter
+	Errors                                                 *prometheus.CounterVec
+	PutDuration, GetDuration, DeleteDuration               prometheus.Histogram
+}
+
+// latencyBuckets span 100µs (a local memory read) to 5s (the request
+// timeout) so p50 through p99 of every operation fall inside a bucket.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// NewMetrics creates the request metrics and registers them with reg
+// (nil: unregistered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	hist := func(name, help string) prometheus.Histogram {
+		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})
+	}
+	m := &Metrics{
+		Put:            counter("blocks_put_count", "Total PUT operations."),
+		Get:            counter("blocks_get_count", "Total GET operations."),
+		Delete:         counter("blocks_delete_count", "Total DELETE operations."),
+		InternalPut:    counter("blocks_internalput_count", "Internal replication operations."),
+		InternalDelete: counter("blocks_internaldelete_count", "Internal deletion operations."),
+		Health:         counter("blocks_health_count", "Health check requests."),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blocks_errors_count", Help: "Errors by operation type and error category.",
+		}, []string{"operation", "error"}),
+		PutDuration:    hist("blocks_put_duration", "PUT operation latency in seconds."),
+		GetDuration:    hist("blocks_get_duration", "GET operation latency in seconds."),
+		DeleteDuration: hist("blocks_delete_duration", "DELETE operation latency in seconds."),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Put, m.Get, m.Delete, m.InternalPut, m.InternalDelete, m.Health,
+			m.Errors, m.PutDuration, m.GetDuration, m.DeleteDuration)
+	}
+	return m
+}

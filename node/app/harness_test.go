@@ -1,0 +1,221 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/goblocks/goblocks/node/config"
+)
+
+// testCluster runs N nodes in this process, each with its own HTTP server
+// on a loopback port, talking to each other over real HTTP.
+type testCluster struct {
+	t      *testing.T
+	cfgs   []config.Config
+	nodes  []*Node
+	stops  []func()
+	client *http.Client
+}
+
+type clusterOpts struct {
+	storage string // "pebble" (default) or "memory"
+	rf      int
+	token   string
+}
+
+func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
+	t.Helper()
+	if o.storage == "" {
+		o.storage = "pebble"
+	}
+	if o.rf == 0 {
+		o.rf = 3
+	}
+	lns := make([]net.Listener, n)
+	var peers []string
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
+		peers = append(peers, fmt.Sprintf("n%d=%s", i, ln.Addr()))
+	}
+	c := &testCluster{
+		cfgs:   make([]config.Config, n),
+		nodes:  make([]*Node, n),
+		stops:  make([]func(), n),
+		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 10 * time.Second},
+	}
+	if tt, ok := t.(*testing.T); ok {
+		c.t = tt
+	}
+	dir := t.TempDir()
+	for i := range lns {
+		cfg := config.Default()
+		cfg.ReplicaName = fmt.Sprintf("n%d", i)
+		cfg.ReplicaAddress = lns[i].Addr().String()
+		cfg.Peers = strings.Join(peers, ",")
+		cfg.Storage = o.storage
+		cfg.DataDir = filepath.Join(dir, cfg.ReplicaName)
+		cfg.ReplicationFactor = o.rf
+		cfg.ClusterToken = o.token
+		cfg.RequestTimeout = 3 * time.Second
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		c.cfgs[i] = cfg
+		c.start(t, i, lns[i])
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *testCluster) start(t testing.TB, i int, ln net.Listener) {
+	t.Helper()
+	if ln == nil {
+		var err error
+		// The port was ours a moment ago; the kernel lets us bind it again.
+		if ln, err = net.Listen("tcp", c.cfgs[i].ReplicaAddress); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := New(c.cfgs[i], ln, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := n.Run(ctx); err != nil {
+			t.Errorf("node %d: %v", i, err)
+		}
+	}()
+	c.nodes[i] = n
+	c.stops[i] = func() { cancel(); <-done }
+}
+
+func (c *testCluster) stop(i int) {
+	if c.stops[i] != nil {
+		c.stops[i]()
+		c.stops[i] = nil
+	}
+}
+
+func (c *testCluster) restart(t testing.TB, i int) {
+	c.stop(i)
+	c.start(t, i, nil)
+}
+
+func (c *testCluster) stopAll() {
+	for i := range c.stops {
+		c.stop(i)
+	}
+}
+
+func (c *testCluster) url(i int, path string) string {
+	return "http://" + c.cfgs[i].ReplicaAddress + path
+}
+
+func (c *testCluster) do(method, url string, body []byte, hdr ...string) (int, []byte, http.Header, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if body == nil {
+		req.Body = nil
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header, err
+}
+
+func (c *testCluster) put(i int, id string, data []byte) (string, error) {
+	status, body, hdr, err := c.do(http.MethodPut, c.url(i, "/block/"+id), data)
+	if err != nil {
+		return "", err
+	}
+	if status != http.StatusCreated {
+		return "", fmt.Errorf("PUT %s via n%d: %d %s", id, i, status, body)
+	}
+	return hdr.Get("X-Goblocks-Version"), nil
+}
+
+var errNotFound = errors.New("not found")
+
+func (c *testCluster) get(i int, id string) ([]byte, string, error) {
+	status, body, hdr, err := c.do(http.MethodGet, c.url(i, "/block/"+id), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	switch status {
+	case http.StatusOK:
+		return body, hdr.Get("X-Goblocks-Version"), nil
+	case http.StatusNotFound:
+		return nil, "", errNotFound
+	}
+	return nil, "", fmt.Errorf("GET %s via n%d: %d %s", id, i, status, body)
+}
+
+func randomBlock(t testing.TB) []byte {
+	b := make([]byte, 4096)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// localVersions returns each running node's stored version of id ("" when
+// it holds none), read straight from its engine.
+func (c *testCluster) localVersions(id string) []string {
+	out := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		if c.stops[i] == nil {
+			out[i] = "(stopped)"
+			continue
+		}
+		if m, err := n.Engine().GetMeta(id); err == nil {
+			out[i] = m.Version.String()
+		}
+	}
+	return out
+}
+
+var _ = sync.Mutex{}

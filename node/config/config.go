@@ -1,0 +1,311 @@
+// Package config turns environment variables and flags into a validated
+// node configuration. The original's variable names (ZKAddress,
+// ReplicaName, ReplicaAddress, ReplicationFactor, flag -port) keep their
+// meaning; every newer setting follows the same style and is also a flag.
+// Flags win over the environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Consistency is the number of replicas a request waits for.
+type Consistency string
+
+// Consistency levels.
+const (
+	One    Consistency = "one"
+	Quorum Consistency = "quorum"
+	All    Consistency = "all"
+)
+
+// ParseConsistency accepts one, quorum or all (case-insensitive).
+func ParseConsistency(s string) (Consistency, error) {
+	switch c := Consistency(strings.ToLower(s)); c {
+	case One, Quorum, All:
+		return c, nil
+	}
+	return "", fmt.Errorf("consistency %q: want one, quorum or all", s)
+}
+
+// Required returns how many of n replicas must answer.
+func (c Consistency) Required(n int) int {
+	switch c {
+	case One:
+		return min(1, n)
+	case All:
+		return n
+	}
+	return n/2 + 1
+}
+
+// Config is a node's configuration. Zero values are replaced by Default().
+type Config struct {
+	// Port the HTTP API listens on (flag -port, as the original).
+	Port int
+	// ReplicaName is this node's unique logical name; default hostname.
+	ReplicaName string
+	// ReplicaAddress is the host (or host:port) peers dial; default the
+	// first non-loopback IP. Without a port, Port is appended.
+	ReplicaAddress string
+	// ZKAddress is the comma-separated ZooKeeper ensemble.
+	ZKAddress string
+	// Peers, when set, replaces ZooKeeper by a static member list
+	// "name=host:port,..." (a test and demo seam).
+	Peers string
+	// ReplicationFactor is how many distinct nodes hold each block.
+	ReplicationFactor int
+	// VNodes is the number of ring tokens per node.
+	VNodes int
+	// DataDir holds the pebble database.
+	DataDir string
+	// Storage is "pebble" (durable, default) or "memory".
+	Storage string
+	// StaleGracePeriod keeps copies a node no longer owns readable this long
+	// after a ring change before they are collected.
+	StaleGracePeriod time.Duration
+	// ReadConsistency and WriteConsistency are the defaults when a request
+	// has no ?consistency=.
+	ReadConsistency  Consistency
+	WriteConsistency Consistency
+	// ClusterToken, when set, is required as a bearer token on /internal/*.
+	ClusterToken string
+	// BlockSize is the exact payload size of every block.
+	BlockSize int
+	// ReadRepairChance is the probability that a read also checks the
+	// owners it did not need for its quorum and repairs them.
+	ReadRepairChance float64
+	// RequestTimeout bounds one coordinator request including replica calls.
+	RequestTimeout time.Duration
+	// LogLevel is a zerolog level name.
+	LogLevel string
+}
+
+// Default returns the defaults, each with the reason for its value.
+func Default() Config {
+	return Config{
+		Port:              3000,             // the original's k8s manifests use 3000
+		ZKAddress:         "localhost:2181", // the original's default
+		ReplicationFactor: 3,                // survives one failure with quorum
+		VNodes:            20,               // the original's count
+		DataDir:           "data",
+		Storage:           "pebble",
+		StaleGracePeriod:  5 * time.Minute, // the original's grace period
+		ReadConsistency:   Quorum,          // R+W > RF: reads see acknowledged writes
+		WriteConsistency:  Quorum,
+		BlockSize:         4096,
+		ReadRepairChance:  0.1, // Cassandra's historical default
+		RequestTimeout:    5 * time.Second,
+		LogLevel:          "info",
+	}
+}
+
+// ErrInvalid prefixes every validation error.
+var ErrInvalid = errors.New("config: invalid")
+
+// Validate checks every setting and returns all problems at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		bad("port %d out of range 1-65535", c.Port)
+	}
+	if c.ReplicaName == "" || len(c.ReplicaName) > 255 || strings.ContainsAny(c.ReplicaName, "/ \t\n") {
+		bad("ReplicaName %q: want 1-255 characters without '/' or spaces", c.ReplicaName)
+	}
+	if c.ReplicaAddress == "" {
+		bad("ReplicaAddress is empty")
+	}
+	if c.ReplicationFactor < 1 || c.ReplicationFactor > 15 {
+		bad("ReplicationFactor %d: want 1-15", c.ReplicationFactor)
+	}
+	if c.VNodes < 1 || c.VNodes > 4096 {
+		bad("VNodes %d: want 1-4096", c.VNodes)
+	}
+	switch c.Storage {
+	case "pebble":
+		if c.DataDir == "" {
+			bad("DataDir is empty with Storage=pebble")
+		}
+	case "memory":
+	default:
+		bad("Storage %q: want pebble or memory", c.Storage)
+	}
+	if c.StaleGracePeriod < 0 {
+		bad("StaleGracePeriod %v is negative", c.StaleGracePeriod)
+	}
+	if c.Peers == "" && c.ZKAddress == "" {
+		bad("ZKAddress is empty and no Peers are set")
+	}
+	if c.Peers != "" {
+		if _, err := ParsePeers(c.Peers); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.BlockSize < 1 || c.BlockSize > 1<<20 {
+		bad("BlockSize %d: want 1..1048576", c.BlockSize)
+	}
+	if c.ReadRepairChance < 0 || c.ReadRepairChance > 1 {
+		bad("ReadRepairChance %v: want 0..1", c.ReadRepairChance)
+	}
+	if c.RequestTimeout <= 0 {
+		bad("RequestTimeout %v: want > 0", c.RequestTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+// AdvertiseAddress is host:port as peers dial it.
+func (c *Config) AdvertiseAddress() string {
+	if _, _, err := net.SplitHostPort(c.ReplicaAddress); err == nil {
+		return c.ReplicaAddress
+	}
+	return net.JoinHostPort(c.ReplicaAddress, strconv.Itoa(c.Port))
+}
+
+// Peer is one entry of a static member list.
+type Peer struct{ Name, Addr string }
+
+// ParsePeers parses "name=host:port,name2=host:port".
+func ParsePeers(s string) ([]Peer, error) {
+	var peers []Peer
+	seen := map[string]bool{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, addr, ok := strings.Cut(item, "=")
+		if !ok || name == "" || seen[name] {
+			return nil, fmt.Errorf("%w: Peers entry %q: want unique name=host:port", ErrInvalid, item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%w: Peers entry %q: %v", ErrInvalid, item, err)
+		}
+		seen[name] = true
+		peers = append(peers, Peer{Name: name, Addr: addr})
+	}
+	if len(peers) == 0 {
+		return nil, fmt.Errorf("%w: Peers %q lists no peer", ErrInvalid, s)
+	}
+	return peers, nil
+}
+
+// Load reads the environment (getenv) then the flags in args, fills the
+// machine-derived defaults, and validates. A flag.ErrHelp is returned as is.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("goblocks node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var envErrs []error
+	str := func(p *string, name, usage string) {
+		if v := getenv(name); v != "" {
+			*p = v
+		}
+		fs.StringVar(p, name, *p, usage+" (env "+name+")")
+	}
+	num := func(p *int, name, usage string) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%w: %s=%q is not an integer", ErrInvalid, name, v))
+			}
+			*p = n
+		}
+		fs.IntVar(p, name, *p, usage+" (env "+name+")")
+	}
+	dur := func(p *time.Duration, name, usage string) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%w: %s=%q is not a Go duration", ErrInvalid, name, v))
+			}
+			*p = d
+		}
+		fs.DurationVar(p, name, *p, usage+" (env "+name+")")
+	}
+	cons := func(p *Consistency, name, usage string) {
+		if v := getenv(name); v != "" {
+			cl, err := ParseConsistency(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err))
+			}
+			*p = cl
+		}
+		fs.Func(name, usage+" (env "+name+", default "+string(*p)+")", func(s string) error {
+			cl, err := ParseConsistency(s)
+			*p = cl
+			return err
+		})
+	}
+	fl := func(p *float64, name, usage string) {
+		if v := getenv(name); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%w: %s=%q is not a number", ErrInvalid, name, v))
+			}
+			*p = f
+		}
+		fs.Float64Var(p, name, *p, usage+" (env "+name+")")
+	}
+	num(&c.Port, "port", "HTTP listen port")
+	if v := getenv("PORT"); v != "" && getenv("port") == "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			c.Port = n
+		}
+	}
+	str(&c.ReplicaName, "ReplicaName", "unique logical node name (default hostname)")
+	str(&c.ReplicaAddress, "ReplicaAddress", "host or host:port peers dial (default first non-loopback IP)")
+	str(&c.ZKAddress, "ZKAddress", "comma-separated ZooKeeper ensemble")
+	str(&c.Peers, "Peers", "static member list name=host:port,... instead of ZooKeeper")
+	num(&c.ReplicationFactor, "ReplicationFactor", "copies of each block")
+	num(&c.VNodes, "VNodes", "ring tokens per node")
+	str(&c.DataDir, "DataDir", "pebble data directory")
+	str(&c.Storage, "Storage", "storage engine: pebble or memory")
+	dur(&c.StaleGracePeriod, "StaleGracePeriod", "how long moved-away copies stay readable")
+	cons(&c.ReadConsistency, "ReadConsistency", "default read consistency one|quorum|all")
+	cons(&c.WriteConsistency, "WriteConsistency", "default write consistency one|quorum|all")
+	str(&c.ClusterToken, "ClusterToken", "bearer token required on /internal/*")
+	num(&c.BlockSize, "BlockSize", "exact block payload size in bytes")
+	fl(&c.ReadRepairChance, "ReadRepairChance", "probability a read checks and repairs all owners")
+	dur(&c.RequestTimeout, "RequestTimeout", "deadline of one client request")
+	str(&c.LogLevel, "LogLevel", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		envErrs = append(envErrs, fmt.Errorf("%w: unexpected arguments %q", ErrInvalid, fs.Args()))
+	}
+	if c.ReplicaName == "" {
+		c.ReplicaName, _ = os.Hostname()
+	}
+	if c.ReplicaAddress == "" {
+		c.ReplicaAddress = firstNonLoopbackIP()
+	}
+	if err := errors.Join(append(envErrs, c.Validate())...); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func firstNonLoopbackIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "127.0.0.1"
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+	}
+	return "127.0.0.1"
+}

@@ -1,0 +1,100 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestLoadOriginalVariables(t *testing.T) {
+	c, err := Load([]string{"-port", "3002"}, env(map[string]string{
+		"ZKAddress": "zk1:2181,zk2:2181", "ReplicaName": "node2",
+		"ReplicaAddress": "localhost", "ReplicationFactor": "2",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ZKAddress != "zk1:2181,zk2:2181" || c.ReplicaName != "node2" || c.ReplicationFactor != 2 {
+		t.Fatalf("got %+v", c)
+	}
+	if got := c.AdvertiseAddress(); got != "localhost:3002" {
+		t.Fatalf("AdvertiseAddress = %q", got)
+	}
+	if c.VNodes != 20 || c.StaleGracePeriod != 5*time.Minute || c.ReadConsistency != Quorum || c.Storage != "pebble" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestFlagsWinOverEnv(t *testing.T) {
+	c, err := Load([]string{"-ReplicaName", "flagname", "-Storage", "memory", "-WriteConsistency", "all"},
+		env(map[string]string{"ReplicaName": "envname", "ReplicaAddress": "10.0.0.1:4000"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ReplicaName != "flagname" || c.Storage != "memory" || c.WriteConsistency != All {
+		t.Fatalf("got %+v", c)
+	}
+	if got := c.AdvertiseAddress(); got != "10.0.0.1:4000" {
+		t.Fatalf("address with port must be used as is, got %q", got)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	base := map[string]string{"ReplicaName": "n", "ReplicaAddress": "h"}
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"bad rf", map[string]string{"ReplicationFactor": "0"}, nil, "ReplicationFactor"},
+		{"rf not a number", map[string]string{"ReplicationFactor": "three"}, nil, "not an integer"},
+		{"bad storage", nil, []string{"-Storage", "rocks"}, "Storage"},
+		{"bad grace", map[string]string{"StaleGracePeriod": "5 minutes"}, nil, "duration"},
+		{"negative grace", nil, []string{"-StaleGracePeriod", "-1s"}, "negative"},
+		{"bad consistency env", map[string]string{"ReadConsistency": "most"}, nil, "consistency"},
+		{"bad consistency flag", nil, []string{"-WriteConsistency", "two"}, "consistency"},
+		{"bad port", nil, []string{"-port", "70000"}, "port"},
+		{"bad vnodes", map[string]string{"VNodes": "0"}, nil, "VNodes"},
+		{"bad peers", map[string]string{"Peers": "a=nohostport"}, nil, "Peers"},
+		{"dup peers", map[string]string{"Peers": "a=h:1,a=h:2"}, nil, "Peers"},
+		{"stray args", nil, []string{"extra"}, "unexpected"},
+		{"no zk no peers", map[string]string{"ZKAddress": ""}, []string{"-ZKAddress", ""}, "ZKAddress"},
+		{"name with slash", map[string]string{"ReplicaName": "a/b"}, nil, "ReplicaName"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			kv := map[string]string{}
+			for k, v := range base {
+				kv[k] = v
+			}
+			for k, v := range tc.env {
+				kv[k] = v
+			}
+			_, err := Load(tc.args, env(kv), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want mention of %q", err, tc.want)
+			}
+			if !strings.Contains(tc.name, "flag") && !errors.Is(err, ErrInvalid) {
+				t.Fatalf("err %v does not wrap ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestConsistencyRequired(t *testing.T) {
+	for _, tc := range []struct {
+		c       Consistency
+		n, want int
+	}{{One, 3, 1}, {Quorum, 3, 2}, {All, 3, 3}, {Quorum, 4, 3}, {Quorum, 1, 1}, {One, 0, 0}, {Quorum, 2, 2}} {
+		if got := tc.c.Required(tc.n); got != tc.want {
+			t.Errorf("%s.Required(%d) = %d, want %d", tc.c, tc.n, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,129 @@
+// Command goblocks is the goblocks node and its tools.
+//
+//	goblocks [node] [flags]   run a storage node (the default)
+//	goblocks health [-addr]   probe a node's /health (container HEALTHCHECK)
+//	goblocks version
+//
+// Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or
+// usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/goblocks/goblocks/node/app"
+	"github.com/goblocks/goblocks/node/config"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cmd := "node"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "node":
+		return runNode(args, getenv, stderr)
+	case "health":
+		return runHealth(args, getenv, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "goblocks", version)
+		return 0
+	case "help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "goblocks: unknown command %q\n", cmd)
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: goblocks [command] [flags]
+
+commands:
+  node      run a storage node (default; see 'goblocks node -h')
+  health    check a node's /health; exit 0 when healthy
+  version   print the version
+
+exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage
+`)
+}
+
+func runNode(args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := config.Load(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "goblocks: %v\n", err)
+		return 2
+	}
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "goblocks: LogLevel %q: %v\n", cfg.LogLevel, err)
+		return 2
+	}
+	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	n, err := app.New(cfg, nil, log)
+	if err != nil {
+		log.Error().Err(err).Msg("start failed")
+		return 1
+	}
+	if err := n.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("node failed")
+		return 1
+	}
+	return 0
+}
+
+// runHealth is the container health check: scratch images have no curl.
+func runHealth(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("goblocks health", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	port := getenv("port")
+	if port == "" {
+		port = "3000"
+	}
+	addr := fs.String("addr", "127.0.0.1:"+port, "node address host:port")
+	timeout := fs.Duration("timeout", 3*time.Second, "request timeout")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Get("http://" + *addr + "/health")
+	if err != nil {
+		fmt.Fprintf(stderr, "unhealthy: %v\n", err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "unhealthy: %s: %s\n", resp.Status, body)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s", body)
+	return 0
+}

@@ -1,0 +1,406 @@
+// Package replication coordinates client requests across a block's
+// replicas: writes go to every owner in parallel and succeed after the
+// required acknowledgements, reads ask the required owners, return the
+// newest version and repair replicas that lag. Any node coordinates any
+// request.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/ring"
+	"github.com/goblocks/goblocks/node/storage"
+)
+
+// ErrUnavailable: too few replicas answered to satisfy the consistency
+// level. Nothing is promised about whether a write was stored.
+var ErrUnavailable = errors.New("replication: not enough replicas")
+
+// Peers reaches other nodes' local copies. Implementations are safe for
+// concurrent use and honour ctx; returned records belong to the caller.
+type Peers interface {
+	// Apply stores rec on the replica at addr if it is newer there.
+	Apply(ctx context.Context, addr, id string, rec storage.Record) error
+	// Fetch returns the replica's local record; storage.ErrNotFound when
+	// it holds none.
+	Fetch(ctx context.Context, addr, id string) (storage.Record, error)
+	// FetchMeta is Fetch without the payload.
+	FetchMeta(ctx context.Context, addr, id string) (storage.Meta, error)
+}
+
+// View is the routing snapshot one request uses. Target is non-nil while
+// a migration towards it runs: writes then go to the owners of both rings.
+type View struct {
+	Current *ring.Ring
+	Target  *ring.Ring
+	RF      int
+}
+
+// Options configure a Coordinator.
+type Options struct {
+	Self             string
+	Engine           storage.Engine
+	Peers            Peers
+	View             func() View // cheap and safe for concurrent use
+	Clock            *hlc.Clock
+	ReadConsistency  config.Consistency
+	WriteConsistency config.Consistency
+	ReadRepairChance float64
+	// ReplicaTimeout bounds one replica call, including the calls that
+	// finish in the background after the client has its answer.
+	ReplicaTimeout time.Duration
+	Logger         zerolog.Logger
+	Metrics        *Metrics // may be nil
+}
+
+// Coordinator runs client requests. It is safe for concurrent use. Calls
+// that finish after a request was answered (the writes beyond the quorum,
+// repairs) run until Close.
+type Coordinator struct {
+	o      Options
+	base   context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// repairSlots bounds concurrent background repairs; when full, a repair
+	// is dropped (the next read or anti-entropy will find the lag again).
+	repairSlots chan struct{}
+}
+
+// New returns a coordinator. It starts no goroutine until a request does.
+func New(o Options) *Coordinator {
+	if o.ReplicaTimeout <= 0 {
+		o.ReplicaTimeout = 5 * time.Second
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Coordinator{o: o, base: ctx, cancel: cancel, repairSlots: make(chan struct{}, 64)}
+}
+
+// Close cancels background calls and waits for them.
+func (c *Coordinator) Close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// Put writes data as the newest version of id and returns that version.
+func (c *Coordinator) Put(ctx context.Context, id string, data []byte, cl config.Consistency) (hlc.Version, error) {
+	rec := storage.NewRecord(data, hlc.Version{Timestamp: c.o.Clock.Now(), Node: c.o.Self})
+	return rec.Version, c.write(ctx, id, rec, orDefault(cl, c.o.WriteConsistency))
+}
+
+// Delete writes a tombstone as the newest version of id.
+func (c *Coordinator) Delete(ctx context.Context, id string, cl config.Consistency) (hlc.Version, error) {
+	rec := storage.NewTombstone(hlc.Version{Timestamp: c.o.Clock.Now(), Node: c.o.Self})
+	return rec.Version, c.write(ctx, id, rec, orDefault(cl, c.o.WriteConsistency))
+}
+
+func orDefault(cl, def config.Consistency) config.Consistency {
+	if cl == "" {
+		return def
+	}
+	return cl
+}
+
+type outcome struct {
+	member ring.Member
+	rec    storage.Record
+	err    error
+}
+
+func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, cl config.Consistency) error {
+	v := c.o.View()
+	old, pending := v.owners(id)
+	q := newQuorum(cl.Required, names(old), names(pending))
+	targets := unionMembers(old, pending)
+	results := make(chan outcome, len(targets))
+	for _, m := range targets {
+		c.background(ctx, func(rctx context.Context) {
+			results <- outcome{member: m, err: c.applyTo(rctx, m, id, rec)}
+		})
+	}
+	var errs []error
+	for {
+		if done, ok := q.decided(); done {
+			if ok {
+				return nil
+			}
+			c.o.Metrics.QuorumFailures.WithLabelValues("write").Inc()
+			return fmt.Errorf("%w: write %q at %s: %d of %d replicas failed: %w",
+				ErrUnavailable, id, cl, len(errs), len(targets), errors.Join(errs...))
+		}
+		select {
+		case r := <-results:
+			q.record(r.member.Name, r.err == nil)
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("%w: write %q: %w", ErrUnavailable, id, ctx.Err())
+		}
+	}
+}
+
+// Get returns the newest record of id among the replicas the consistency
+// level requires; storage.ErrNotFound when that is nothing or a tombstone.
+func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency) (storage.Record, error) {
+	cl = orDefault(cl, c.o.ReadConsistency)
+	v := c.o.View()
+	old, pending := v.owners(id)
+	need := cl.Required(len(old))
+	if need == 0 {
+		return storage.Record{}, fmt.Errorf("%w: no members in the ring", ErrUnavailable)
+	}
+	// Reads route by the committed ring, this node first when it is an
+	// owner (no network hop); owners of the migration target are the
+	// fallback when committed owners fail.
+	candidates := c.localFirst(old)
+	for _, m := range pending {
+		if !containsMember(old, m.Name) {
+			candidates = append(candidates, m)
+		}
+	}
+	results := make(chan outcome, len(candidates))
+	next, inflight := 0, 0
+	launch := func() {
+		m := candidates[next]
+		next++
+		inflight++
+		c.background(ctx, func(rctx context.Context) {
+			rec, err := c.fetchFrom(rctx, m, id)
+			results <- outcome{member: m, rec: rec, err: err}
+		})
+	}
+	for next < need && next < len(candidates) {
+		launch()
+	}
+	var got []outcome
+	var errs []error
+	for len(got) < need {
+		if inflight == 0 {
+			c.o.Metrics.QuorumFailures.WithLabelValues("read").Inc()
+			return storage.Record{}, fmt.Errorf("%w: read %q at %s: %d of %d needed replies: %w",
+				ErrUnavailable, id, cl, len(got), need, errors.Join(errs...))
+		}
+		select {
+		case r := <-results:
+			inflight--
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
+				if errors.Is(r.err, storage.ErrCorrupt) {
+					// Treated as a missing copy: the repair below rewrites it.
+					got = append(got, outcome{member: r.member, err: r.err})
+					need++
+				}
+				if next < len(candidates) {
+					c.o.Metrics.Fallbacks.Inc()
+					launch()
+				}
+				continue
+			}
+			c.o.Clock.Observe(r.rec.Version.Timestamp)
+			got = append(got, r)
+		case <-ctx.Done():
+			return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
+		}
+	}
+	newest := newestOf(got)
+	c.repairLagging(ctx, id, newest, got)
+	if next < len(old) && (cl == config.All || rand.Float64() < c.o.ReadRepairChance) {
+		c.probeAndRepair(ctx, id, newest, candidates[next:len(old)])
+	}
+	if newest.Version.IsZero() || newest.Tombstone {
+		return storage.Record{}, storage.ErrNotFound
+	}
+	return newest, nil
+}
+
+func newestOf(rs []outcome) storage.Record {
+	var newest storage.Record
+	for _, r := range rs {
+		if r.err == nil && r.rec.Version.Newer(newest.Version) {
+			newest = r.rec
+		}
+	}
+	return newest
+}
+
+// repairLagging sends the newest record to every replica that answered
+// with an older version, nothing, or a corrupt copy.
+func (c *Coordinator) repairLagging(ctx context.Context, id string, newest storage.Record, got []outcome) {
+	if newest.Version.IsZero() {
+		return
+	}
+	for _, r := range got {
+		if r.err == nil && !newest.Version.Newer(r.rec.Version) {
+			continue
+		}
+		c.repair(ctx, r.member, id, newest, errors.Is(r.err, storage.ErrCorrupt))
+	}
+}
+
+// probeAndRepair asks owners that were not needed for the quorum for their
+// version and repairs those that lag.
+func (c *Coordinator) probeAndRepair(ctx context.Context, id string, newest storage.Record, members []ring.Member) {
+	if newest.Version.IsZero() {
+		return
+	}
+	for _, m := range members {
+		c.background(ctx, func(rctx context.Context) {
+			meta, err := c.fetchMetaFrom(rctx, m, id)
+			switch {
+			case errors.Is(err, storage.ErrNotFound), err == nil && newest.Version.Newer(meta.Version):
+				c.repair(rctx, m, id, newest, false)
+			case errors.Is(err, storage.ErrCorrupt):
+				c.repair(rctx, m, id, newest, true)
+			}
+		})
+	}
+}
+
+func (c *Coordinator) repair(ctx context.Context, m ring.Member, id string, newest storage.Record, corrupt bool) {
+	select {
+	case c.repairSlots <- struct{}{}:
+	default:
+		c.o.Metrics.RepairsDropped.Inc()
+		return
+	}
+	c.background(ctx, func(rctx context.Context) {
+		defer func() { <-c.repairSlots }()
+		var err error
+		if corrupt && m.Name == c.o.Self {
+			err = c.replaceCorrupt(id, newest)
+		} else {
+			err = c.applyTo(rctx, m, id, newest)
+		}
+		if err != nil {
+			c.o.Metrics.Repairs.WithLabelValues("failed").Inc()
+			c.o.Logger.Warn().Err(err).Str("block_id", id).Str("replica", m.Name).Msg("read repair failed")
+			return
+		}
+		c.o.Metrics.Repairs.WithLabelValues("ok").Inc()
+		c.o.Logger.Debug().Str("block_id", id).Str("replica", m.Name).Str("version", newest.Version.String()).Msg("read repair")
+	})
+}
+
+// replaceCorrupt drops a local copy whose checksum failed and stores the
+// good one. Apply alone would refuse it when the versions are equal.
+func (c *Coordinator) replaceCorrupt(id string, good storage.Record) error {
+	if meta, err := c.o.Engine.GetMeta(id); err == nil && !good.Version.Newer(meta.Version) {
+		if _, err := c.o.Engine.Remove(id, meta.Version); err != nil {
+			return err
+		}
+	}
+	_, err := c.o.Engine.Apply(id, good)
+	return err
+}
+
+func (c *Coordinator) applyTo(ctx context.Context, m ring.Member, id string, rec storage.Record) error {
+	if m.Name == c.o.Self {
+		_, err := c.o.Engine.Apply(id, rec)
+		return err
+	}
+	return c.o.Peers.Apply(ctx, m.Addr, id, rec)
+}
+
+func (c *Coordinator) fetchFrom(ctx context.Context, m ring.Member, id string) (storage.Record, error) {
+	var rec storage.Record
+	var err error
+	if m.Name == c.o.Self {
+		rec, err = c.o.Engine.Get(id)
+	} else {
+		rec, err = c.o.Peers.Fetch(ctx, m.Addr, id)
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Record{}, nil
+	}
+	return rec, err
+}
+
+func (c *Coordinator) fetchMetaFrom(ctx context.Context, m ring.Member, id string) (storage.Meta, error) {
+	if m.Name == c.o.Self {
+		return c.o.Engine.GetMeta(id)
+	}
+	return c.o.Peers.FetchMeta(ctx, m.Addr, id)
+}
+
+// background runs fn in a tracked goroutine with a context that keeps the
+// request's values (trace span) but not its cancellation: a replica call
+// started for a request finishes even after the client has its answer, so
+// every owner converges. Close cancels it.
+func (c *Coordinator) background(ctx context.Context, fn func(context.Context)) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.o.ReplicaTimeout)
+	stop := context.AfterFunc(c.base, cancel)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer stop()
+		defer cancel()
+		fn(rctx)
+	}()
+}
+
+func (c *Coordinator) localFirst(ms []ring.Member) []ring.Member {
+	out := make([]ring.Member, 0, len(ms)+3)
+	for _, m := range ms {
+		if m.Name == c.o.Self {
+			out = append(out, m)
+		}
+	}
+	for _, m := range ms {
+		if m.Name != c.o.Self {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (v View) owners(id string) (old, pending []ring.Member) {
+	if v.Current != nil {
+		old = v.Current.Owners(id, v.RF)
+	}
+	if v.Target != nil {
+		pending = v.Target.Owners(id, v.RF)
+	}
+	return old, pending
+}
+
+func names(ms []ring.Member) []string {
+	if len(ms) == 0 {
+		return nil
+	}
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
+}
+
+func unionMembers(a, b []ring.Member) []ring.Member {
+	out := append([]ring.Member(nil), a...)
+	for _, m := range b {
+		if !containsMember(out, m.Name) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func containsMember(ms []ring.Member, name string) bool {
+	for _, m := range ms {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}

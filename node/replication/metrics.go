@@ -1,0 +1,34 @@
+package replication
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics counts what the coordinator does beyond answering requests.
+type Metrics struct {
+	Repairs        *prometheus.CounterVec
+	RepairsDropped prometheus.Counter
+	Fallbacks      prometheus.Counter
+	QuorumFailures *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blocks_read_repairs_total", Help: "Replicas rewritten by read repair, by result.",
+		}, []string{"result"}),
+		RepairsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blocks_read_repairs_dropped_total", Help: "Read repairs skipped because too many were in flight.",
+		}),
+		Fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blocks_read_fallbacks_total", Help: "Reads that asked another replica after one failed.",
+		}),
+		QuorumFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blocks_quorum_failures_total", Help: "Requests that could not reach their consistency level.",
+		}, []string{"operation"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Repairs, m.RepairsDropped, m.Fallbacks, m.QuorumFailures)
+	}
+	return m
+}

@@ -1,0 +1,64 @@
+package replication
+
+import (
+	"testing"
+
+	"github.com/goblocks/goblocks/node/config"
+)
+
+func TestQuorumDecisions(t *testing.T) {
+	type outcome struct {
+		name string
+		ok   bool
+	}
+	tests := []struct {
+		name     string
+		cl       config.Consistency
+		old, new []string
+		outcomes []outcome
+		done, ok bool
+	}{
+		{"quorum needs two", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"a", true}}, false, false},
+		{"quorum reached", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"a", true}, {"c", true}}, true, true},
+		{"quorum one down", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"b", false}, {"a", true}, {"c", true}}, true, true},
+		{"quorum lost", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"b", false}, {"c", false}}, true, false},
+		{"all waits for every one", config.All, []string{"a", "b", "c"}, nil, []outcome{{"a", true}, {"b", true}}, false, false},
+		{"all fails on one failure", config.All, []string{"a", "b", "c"}, nil, []outcome{{"a", false}}, true, false},
+		{"one", config.One, []string{"a", "b", "c"}, nil, []outcome{{"c", true}}, true, true},
+		{"migration needs both sets", config.Quorum, []string{"a", "b", "c"}, []string{"a", "b", "d"},
+			[]outcome{{"a", true}, {"c", true}}, false, false},
+		{"migration shared members count twice", config.Quorum, []string{"a", "b", "c"}, []string{"a", "b", "d"},
+			[]outcome{{"a", true}, {"b", true}}, true, true},
+		{"migration new set lost", config.Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
+			[]outcome{{"a", true}, {"b", true}, {"d", false}, {"e", false}}, true, false},
+		{"migration old set reached, new waits", config.Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
+			[]outcome{{"b", true}, {"c", true}, {"d", true}}, false, false},
+		{"no replicas", config.Quorum, nil, nil, nil, true, false},
+		{"fewer members than rf", config.Quorum, []string{"a"}, nil, []outcome{{"a", true}}, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := newQuorum(tc.cl.Required, tc.old, tc.new)
+			for _, o := range tc.outcomes {
+				q.record(o.name, o.ok)
+			}
+			done, ok := q.decided()
+			if done != tc.done || ok != tc.ok {
+				t.Fatalf("decided() = %v, %v; want %v, %v", done, ok, tc.done, tc.ok)
+			}
+		})
+	}
+}
+
+func TestUnionNames(t *testing.T) {
+	got := unionNames([]string{"a", "b", "c"}, []string{"b", "d"}, nil)
+	want := []string{"a", "b", "c", "d"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}

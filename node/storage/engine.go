@@ -1,0 +1,58 @@
+package storage
+
+import (
+	"time"
+
+	"github.com/goblocks/goblocks/node/hlc"
+)
+
+// Engine stores versioned block records keyed by block id.
+//
+// Implementations are safe for concurrent use. Methods may block on disk
+// I/O; a method that returns nil error has made its change durable (the
+// pebble engine syncs its WAL, grouping concurrent commits into one sync).
+// Slices passed in are not retained; slices returned belong to the caller.
+type Engine interface {
+	// Get returns the record for id: ErrNotFound if none, an error
+	// wrapping ErrCorrupt if its checksum does not match.
+	Get(id string) (Record, error)
+	// GetMeta returns the record's metadata without reading the payload.
+	GetMeta(id string) (Meta, error)
+	// Apply stores rec for id if it Supersedes the stored record (or none
+	// is stored) and reports whether it did. rec.Checksum must match
+	// rec.Data (ErrCorrupt otherwise: a corrupt copy is never stored).
+	Apply(id string, rec Record) (bool, error)
+	// ApplyBatch applies many records with one durable commit. applied[i]
+	// reports the outcome for items[i].
+	ApplyBatch(items []Item) (applied []bool, err error)
+	// MarkStale sets StaleSince on id's record if its version is still v
+	// (a newer write in between wins). since.IsZero() marks it owned again.
+	MarkStale(id string, v hlc.Version, since time.Time) (bool, error)
+	// Remove deletes id's record if its version is still v; used by garbage
+	// collection and tombstone purging.
+	Remove(id string, v hlc.Version) (bool, error)
+	// Scan calls fn with each record's metadata in ascending id order,
+	// starting after the id `after` ("" = from the start), until fn
+	// returns false. Writes during a scan may or may not be seen.
+	Scan(after string, fn func(id string, m Meta) bool) error
+	// Count returns the number of non-tombstone records (owned or stale).
+	Count() int64
+	// Close releases the engine. Later calls return ErrClosed.
+	Close() error
+}
+
+// Item is one record of a batch.
+type Item struct {
+	ID     string
+	Record Record
+}
+
+// NewRecord builds an owned record for data at version v.
+func NewRecord(data []byte, v hlc.Version) Record {
+	return Record{Data: data, Version: v, Checksum: Checksum(data)}
+}
+
+// NewTombstone builds a tombstone at version v.
+func NewTombstone(v hlc.Version) Record {
+	return Record{Version: v, Checksum: Checksum(nil), Tombstone: true}
+}

@@ -1,0 +1,268 @@
+// Package memory is an in-memory storage.Engine for tests and demos
+// (-storage=memory). It follows the same contract as the persistent engine,
+// except that nothing survives the process.
+package memory
+
+import (
+	"bytes"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/storage"
+)
+
+// numShards spreads lock contention: concurrent writers on distinct ids
+// rarely share a shard.
+const numShards = 64
+
+type shard struct {
+	mu   sync.RWMutex
+	recs map[string]storage.Record
+}
+
+// Engine is a storage.Engine kept in sharded maps. Records are copied in
+// and out, so callers may reuse their slices. It is safe for concurrent use.
+type Engine struct {
+	seed   maphash.Seed
+	shards [numShards]shard
+	live   atomic.Int64
+	closed atomic.Bool
+}
+
+var _ storage.Engine = (*Engine)(nil)
+
+// New returns an empty engine.
+func New() *Engine {
+	e := &Engine{seed: maphash.MakeSeed()}
+	for i := range e.shards {
+		e.shards[i].recs = make(map[string]storage.Record)
+	}
+	return e
+}
+
+func (e *Engine) shardIndex(id string) int {
+	return int(maphash.String(e.seed, id) % numShards)
+}
+
+func (e *Engine) shardOf(id string) *shard { return &e.shards[e.shardIndex(id)] }
+
+// check reports ErrClosed. Close leaves the maps in place, so an operation
+// that passed the check just before Close still finds valid state.
+func (e *Engine) check() error {
+	if e.closed.Load() {
+		return storage.ErrClosed
+	}
+	return nil
+}
+
+// prepare validates an incoming record and copies its payload, so the
+// caller's slice is never retained.
+func prepare(rec storage.Record) (storage.Record, error) {
+	if sum := storage.Checksum(rec.Data); sum != rec.Checksum {
+		return rec, fmt.Errorf("memory: record checksum %08x, payload has %08x: %w", rec.Checksum, sum, storage.ErrCorrupt)
+	}
+	if len(rec.Version.Node) > hlc.MaxNodeLen {
+		// The persistent engine cannot encode longer names; refuse them
+		// here too so tests on either engine see the same behaviour.
+		return rec, fmt.Errorf("memory: version node name is %d bytes, limit %d", len(rec.Version.Node), hlc.MaxNodeLen)
+	}
+	if rec.Tombstone {
+		rec.Data, rec.Checksum = nil, storage.Checksum(nil)
+	} else {
+		rec.Data = bytes.Clone(rec.Data)
+		if rec.Data == nil {
+			rec.Data = []byte{}
+		}
+	}
+	return rec, nil
+}
+
+func live(rec storage.Record, ok bool) int64 {
+	if ok && !rec.Tombstone {
+		return 1
+	}
+	return 0
+}
+
+// applyLocked stores rec if it supersedes the current record; the shard of
+// id must be locked for writing.
+func (e *Engine) applyLocked(s *shard, id string, rec storage.Record) bool {
+	cur, ok := s.recs[id]
+	if ok && !storage.Supersedes(rec.Meta(), cur.Meta()) {
+		return false
+	}
+	s.recs[id] = rec
+	e.live.Add(live(rec, true) - live(cur, ok))
+	return true
+}
+
+// Get returns a copy of id's record.
+func (e *Engine) Get(id string) (storage.Record, error) {
+	if err := e.check(); err != nil {
+		return storage.Record{}, err
+	}
+	s := e.shardOf(id)
+	s.mu.RLock()
+	rec, ok := s.recs[id]
+	s.mu.RUnlock()
+	if !ok {
+		return storage.Record{}, fmt.Errorf("memory: block %q: %w", id, storage.ErrNotFound)
+	}
+	// Stored payloads are never mutated, only replaced, so copying outside
+	// the lock is safe.
+	if rec.Data != nil {
+		rec.Data = bytes.Clone(rec.Data)
+	}
+	return rec, nil
+}
+
+// GetMeta returns id's metadata.
+func (e *Engine) GetMeta(id string) (storage.Meta, error) {
+	if err := e.check(); err != nil {
+		return storage.Meta{}, err
+	}
+	s := e.shardOf(id)
+	s.mu.RLock()
+	rec, ok := s.recs[id]
+	s.mu.RUnlock()
+	if !ok {
+		return storage.Meta{}, fmt.Errorf("memory: block %q: %w", id, storage.ErrNotFound)
+	}
+	return rec.Meta(), nil
+}
+
+// Apply stores a copy of rec if it supersedes the stored record.
+func (e *Engine) Apply(id string, rec storage.Record) (bool, error) {
+	rec, err := prepare(rec)
+	if err != nil {
+		return false, err
+	}
+	if err := e.check(); err != nil {
+		return false, err
+	}
+	s := e.shardOf(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return e.applyLocked(s, id, rec), nil
+}
+
+// ApplyBatch applies items atomically with respect to other operations. If
+// any item fails validation nothing is applied.
+func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
+	recs := make([]storage.Record, len(items))
+	for i, it := range items {
+		rec, err := prepare(it.Record)
+		if err != nil {
+			return nil, fmt.Errorf("memory: batch item %d (%q): %w", i, it.ID, err)
+		}
+		recs[i] = rec
+	}
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	idx := make([]int, len(items))
+	for i, it := range items {
+		idx[i] = e.shardIndex(it.ID)
+	}
+	locks := slices.Clone(idx)
+	slices.Sort(locks)
+	locks = slices.Compact(locks)
+	// Ascending order: two batches sharing shards cannot deadlock.
+	for _, l := range locks {
+		e.shards[l].mu.Lock()
+	}
+	defer func() {
+		for _, l := range locks {
+			e.shards[l].mu.Unlock()
+		}
+	}()
+	applied := make([]bool, len(items))
+	for i, it := range items {
+		applied[i] = e.applyLocked(&e.shards[idx[i]], it.ID, recs[i])
+	}
+	return applied, nil
+}
+
+// MarkStale sets StaleSince on id's record if its version is still v.
+func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, error) {
+	if err := e.check(); err != nil {
+		return false, err
+	}
+	s := e.shardOf(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.recs[id]
+	if !ok || rec.Version.Compare(v) != 0 {
+		return false, nil
+	}
+	rec.StaleSince = since
+	s.recs[id] = rec
+	return true, nil
+}
+
+// Remove deletes id's record if its version is still v.
+func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
+	if err := e.check(); err != nil {
+		return false, err
+	}
+	s := e.shardOf(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.recs[id]
+	if !ok || rec.Version.Compare(v) != 0 {
+		return false, nil
+	}
+	delete(s.recs, id)
+	e.live.Add(-live(rec, true))
+	return true, nil
+}
+
+// Scan calls fn with each record's metadata in ascending id order after
+// `after`. It snapshots and sorts the matching metadata first (O(n log n)
+// per call, acceptable for the engine's purpose), so fn runs with no lock
+// held and may call the engine.
+func (e *Engine) Scan(after string, fn func(id string, m storage.Meta) bool) error {
+	if err := e.check(); err != nil {
+		return err
+	}
+	type entry struct {
+		id string
+		m  storage.Meta
+	}
+	var all []entry
+	for i := range e.shards {
+		s := &e.shards[i]
+		s.mu.RLock()
+		for id, rec := range s.recs {
+			if after == "" || id > after {
+				all = append(all, entry{id, rec.Meta()})
+			}
+		}
+		s.mu.RUnlock()
+	}
+	slices.SortFunc(all, func(a, b entry) int { return strings.Compare(a.id, b.id) })
+	for _, en := range all {
+		if !fn(en.id, en.m) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Count returns the number of non-tombstone records.
+func (e *Engine) Count() int64 { return e.live.Load() }
+
+// Close marks the engine closed; the second and later calls return
+// storage.ErrClosed.
+func (e *Engine) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return storage.ErrClosed
+	}
+	return nil
+}

@@ -1,0 +1,563 @@
+// Package pebble is the persistent storage.Engine, built on CockroachDB's
+// Pebble LSM.
+//
+// Each block is two keys written in one batch: m/<id> holds a small
+// metadata value (see codec.go) and d/<id> the payload. Scans read only the
+// m/ family, and nothing is indexed in memory per block, so node memory
+// stays flat as the data grows.
+//
+// Every write commits with pebble.Sync. Pebble merges the WAL writes of
+// concurrent committers into one fsync (group commit), so the engine must
+// never serialize commits itself: the read-modify-write of apply-if-newer
+// is guarded by lock stripes keyed by block id, and operations on different
+// ids commit concurrently.
+package pebble
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pebbledb "github.com/cockroachdb/pebble"
+
+	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/storage"
+)
+
+// numStripes bounds write concurrency on distinct ids that collide: with
+// 1024 stripes, 32 writers on random ids rarely share one.
+const numStripes = 1024
+
+// scanChunk is how many metadata entries Scan reads per iterator. Reading
+// in chunks and calling fn with no iterator open means a slow consumer (a
+// migration stream) never pins memtables and sstables for the whole scan,
+// and fn may call back into the engine.
+const scanChunk = 512
+
+// Engine is a storage.Engine persisted in a Pebble database. It is safe
+// for concurrent use.
+type Engine struct {
+	db   *pebbledb.DB
+	logf func(format string, args ...any)
+
+	// stripes serialize the read-modify-write of each id. Writers hold the
+	// stripe exclusively across read and commit; Get holds it shared so it
+	// reads m/ and d/ of the same write.
+	seed    maphash.Seed
+	stripes [numStripes]sync.RWMutex
+
+	// live is the number of non-tombstone records. It is only changed with
+	// the stripe of the affected id held and after the commit succeeded,
+	// so it never counts a write that did not happen.
+	live atomic.Int64
+
+	// mu is held shared by every operation while it uses db and exclusively
+	// by Close, so Close waits for in-flight operations and pebble is never
+	// used after it closed (pebble panics then).
+	mu     sync.RWMutex
+	closed bool
+}
+
+var _ storage.Engine = (*Engine)(nil)
+
+// Open opens (creating if needed) the database in dir and counts its live
+// records, which reads every metadata value once.
+func Open(dir string, opts Options) (*Engine, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	cache := pebbledb.NewCache(opts.CacheSize)
+	// The DB takes its own reference; dropping ours lets Close free it.
+	defer cache.Unref()
+	db, err := pebbledb.Open(dir, opts.pebbleOptions(cache))
+	if err != nil {
+		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
+	}
+	e := &Engine{db: db, logf: opts.Logf, seed: maphash.MakeSeed()}
+	n, err := e.countLive()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
+	}
+	e.live.Store(n)
+	return e, nil
+}
+
+// countLive scans the m/ family. Undecodable values are logged and not
+// counted, matching how Apply treats them (as absent).
+func (e *Engine) countLive() (int64, error) {
+	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte(metaPrefix), UpperBound: metaUpper})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for ok := it.First(); ok; ok = it.Next() {
+		m, err := decodeMeta(it.Value())
+		if err != nil {
+			e.logf("pebble: block %q: %v", it.Key()[len(metaPrefix):], err)
+			continue
+		}
+		if !m.Tombstone {
+			n++
+		}
+	}
+	if err := it.Error(); err != nil {
+		_ = it.Close()
+		return 0, err
+	}
+	return n, it.Close()
+}
+
+// acquire admits an operation; release must follow when it returns nil.
+func (e *Engine) acquire() error {
+	e.mu.RLock()
+	if e.closed {
+		e.mu.RUnlock()
+		return storage.ErrClosed
+	}
+	return nil
+}
+
+func (e *Engine) release() { e.mu.RUnlock() }
+
+func (e *Engine) stripeOf(id string) int {
+	return int(maphash.String(e.seed, id) % numStripes)
+}
+
+// stored is what a read-modify-write knows of the current record of an id.
+type stored struct {
+	found bool         // an m/ key exists
+	bad   bool         // it does not decode
+	meta  storage.Meta // valid when found && !bad
+	// staged marks state produced earlier in the same batch, not yet on
+	// disk: its payload is known intact.
+	staged bool
+}
+
+func (s stored) live() bool { return s.found && !s.bad && !s.meta.Tombstone }
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// readStored reads the m/ key of id.
+func (e *Engine) readStored(id string) (stored, error) {
+	v, closer, err := e.db.Get(metaKey(id))
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return stored{}, nil
+	}
+	if err != nil {
+		return stored{}, fmt.Errorf("pebble: read metadata of %q: %w", id, err)
+	}
+	defer closer.Close()
+	m, err := decodeMeta(v)
+	if err != nil {
+		return stored{found: true, bad: true}, nil
+	}
+	return stored{found: true, meta: m}, nil
+}
+
+// readPayload returns a copy of id's payload after checking it against m.
+func (e *Engine) readPayload(id string, m storage.Meta) ([]byte, error) {
+	v, closer, err := e.db.Get(dataKey(id))
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return nil, fmt.Errorf("pebble: block %q has metadata but no payload: %w", id, storage.ErrCorrupt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble: read payload of %q: %w", id, err)
+	}
+	defer closer.Close()
+	if len(v) != m.Size {
+		return nil, fmt.Errorf("pebble: block %q payload is %d bytes, metadata says %d: %w", id, len(v), m.Size, storage.ErrCorrupt)
+	}
+	if sum := storage.Checksum(v); sum != m.Checksum {
+		return nil, fmt.Errorf("pebble: block %q checksum %08x, metadata says %08x: %w", id, sum, m.Checksum, storage.ErrCorrupt)
+	}
+	return bytes.Clone(v), nil
+}
+
+// prepare validates an incoming record before any lock is taken.
+func prepare(rec storage.Record) (storage.Record, error) {
+	if sum := storage.Checksum(rec.Data); sum != rec.Checksum {
+		return rec, fmt.Errorf("pebble: record checksum %08x, payload has %08x: %w", rec.Checksum, sum, storage.ErrCorrupt)
+	}
+	if len(rec.Version.Node) > hlc.MaxNodeLen {
+		return rec, fmt.Errorf("pebble: version node name is %d bytes, limit %d", len(rec.Version.Node), hlc.MaxNodeLen)
+	}
+	if len(rec.Data) > math.MaxUint32 {
+		return rec, fmt.Errorf("pebble: payload of %d bytes is too large", len(rec.Data))
+	}
+	if rec.Tombstone {
+		// A tombstone has no payload; storing one would only waste space.
+		rec.Data, rec.Checksum = nil, storage.Checksum(nil)
+	}
+	return rec, nil
+}
+
+// stage adds the writes for rec to b if rec must replace cur, and returns
+// the resulting state. The stripe of id must be held.
+func (e *Engine) stage(b *pebbledb.Batch, id string, rec storage.Record, cur stored) (bool, stored, error) {
+	in := rec.Meta()
+	if cur.found && !cur.bad && !storage.Supersedes(in, cur.meta) {
+		if cur.staged || in.Tombstone || cur.meta.Tombstone || in.Version.Compare(cur.meta.Version) != 0 {
+			return false, cur, nil
+		}
+		// A re-delivery of the stored version. If our copy of it is corrupt,
+		// take the good one: this is how read repair heals a replica without
+		// a newer write.
+		_, err := e.readPayload(id, cur.meta)
+		if !errors.Is(err, storage.ErrCorrupt) {
+			return false, cur, err
+		}
+		e.logf("pebble: replacing corrupt copy of %q at version %s", id, in.Version)
+	}
+	mv, err := encodeMeta(nil, in)
+	if err != nil {
+		return false, cur, err
+	}
+	if err := b.Set(metaKey(id), mv, nil); err != nil {
+		return false, cur, err
+	}
+	switch {
+	case !in.Tombstone:
+		err = b.Set(dataKey(id), rec.Data, nil)
+	case cur.found && (cur.bad || !cur.meta.Tombstone):
+		err = b.Delete(dataKey(id), nil)
+	}
+	if err != nil {
+		return false, cur, err
+	}
+	return true, stored{found: true, meta: in, staged: true}, nil
+}
+
+// Get returns id's record, verifying the payload against its checksum.
+func (e *Engine) Get(id string) (storage.Record, error) {
+	if err := e.acquire(); err != nil {
+		return storage.Record{}, err
+	}
+	defer e.release()
+	// Shared stripe lock: m/ and d/ are read as two gets, and a writer
+	// committing between them would pair one version's metadata with
+	// another's payload.
+	mu := &e.stripes[e.stripeOf(id)]
+	mu.RLock()
+	defer mu.RUnlock()
+	cur, err := e.readStored(id)
+	switch {
+	case err != nil:
+		return storage.Record{}, err
+	case !cur.found:
+		return storage.Record{}, fmt.Errorf("pebble: block %q: %w", id, storage.ErrNotFound)
+	case cur.bad:
+		return storage.Record{}, fmt.Errorf("pebble: block %q metadata undecodable: %w", id, storage.ErrCorrupt)
+	}
+	m := cur.meta
+	rec := storage.Record{Version: m.Version, Checksum: m.Checksum, Tombstone: m.Tombstone, StaleSince: m.StaleSince}
+	if m.Tombstone {
+		return rec, nil
+	}
+	if rec.Data, err = e.readPayload(id, m); err != nil {
+		return storage.Record{}, err
+	}
+	return rec, nil
+}
+
+// GetMeta returns id's metadata without reading its payload.
+func (e *Engine) GetMeta(id string) (storage.Meta, error) {
+	if err := e.acquire(); err != nil {
+		return storage.Meta{}, err
+	}
+	defer e.release()
+	cur, err := e.readStored(id)
+	switch {
+	case err != nil:
+		return storage.Meta{}, err
+	case !cur.found:
+		return storage.Meta{}, fmt.Errorf("pebble: block %q: %w", id, storage.ErrNotFound)
+	case cur.bad:
+		return storage.Meta{}, fmt.Errorf("pebble: block %q metadata undecodable: %w", id, storage.ErrCorrupt)
+	}
+	return cur.meta, nil
+}
+
+// Apply stores rec if it supersedes the stored record. Beyond the
+// storage.Engine contract, a stored record whose metadata does not decode
+// counts as absent, and one whose payload fails its checksum is replaced
+// by a valid copy of the same version, so repair can overwrite it.
+func (e *Engine) Apply(id string, rec storage.Record) (bool, error) {
+	rec, err := prepare(rec)
+	if err != nil {
+		return false, err
+	}
+	if err := e.acquire(); err != nil {
+		return false, err
+	}
+	defer e.release()
+	mu := &e.stripes[e.stripeOf(id)]
+	mu.Lock()
+	defer mu.Unlock()
+
+	cur, err := e.readStored(id)
+	if err != nil {
+		return false, err
+	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	ok, next, err := e.stage(b, id, rec, cur)
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return false, fmt.Errorf("pebble: commit %q: %w", id, err)
+	}
+	e.live.Add(boolInt(next.live()) - boolInt(cur.live()))
+	return true, nil
+}
+
+// ApplyBatch applies items with one synced commit. If any item fails
+// validation (a checksum mismatch wraps storage.ErrCorrupt) nothing is
+// applied. Items with the same id are applied in order, each against the
+// outcome of the previous one.
+func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
+	recs := make([]storage.Record, len(items))
+	for i, it := range items {
+		rec, err := prepare(it.Record)
+		if err != nil {
+			return nil, fmt.Errorf("pebble: batch item %d (%q): %w", i, it.ID, err)
+		}
+		recs[i] = rec
+	}
+	applied := make([]bool, len(items))
+	if len(items) == 0 {
+		return applied, nil
+	}
+	if err := e.acquire(); err != nil {
+		return nil, err
+	}
+	defer e.release()
+	unlock := e.lockStripes(items)
+	defer unlock()
+
+	b := e.db.NewBatch()
+	defer b.Close()
+	state := make(map[string]stored, len(items))
+	var delta int64
+	for i, it := range items {
+		cur, seen := state[it.ID]
+		if !seen {
+			var err error
+			if cur, err = e.readStored(it.ID); err != nil {
+				return nil, err
+			}
+		}
+		ok, next, err := e.stage(b, it.ID, recs[i], cur)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			delta += boolInt(next.live()) - boolInt(cur.live())
+			applied[i] = true
+		}
+		state[it.ID] = next
+	}
+	if b.Empty() {
+		return applied, nil
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return nil, fmt.Errorf("pebble: commit batch of %d: %w", len(items), err)
+	}
+	e.live.Add(delta)
+	return applied, nil
+}
+
+// lockStripes takes the stripes of all items in ascending order, so two
+// batches sharing stripes cannot deadlock, and returns the unlock.
+func (e *Engine) lockStripes(items []storage.Item) func() {
+	idx := make([]int, len(items))
+	for i, it := range items {
+		idx[i] = e.stripeOf(it.ID)
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, s := range idx {
+		e.stripes[s].Lock()
+	}
+	return func() {
+		for _, s := range idx {
+			e.stripes[s].Unlock()
+		}
+	}
+}
+
+// MarkStale sets StaleSince on id's record if its version is still v. It
+// reports false, without error, if no record exists or its version differs.
+// Only the metadata is rewritten.
+func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, error) {
+	if err := e.acquire(); err != nil {
+		return false, err
+	}
+	defer e.release()
+	mu := &e.stripes[e.stripeOf(id)]
+	mu.Lock()
+	defer mu.Unlock()
+
+	cur, err := e.readStored(id)
+	switch {
+	case err != nil:
+		return false, err
+	case !cur.found:
+		return false, nil
+	case cur.bad:
+		return false, fmt.Errorf("pebble: mark %q stale: metadata undecodable: %w", id, storage.ErrCorrupt)
+	case cur.meta.Version.Compare(v) != 0:
+		return false, nil
+	case staleNanos(cur.meta.StaleSince) == staleNanos(since):
+		return true, nil // already so; spare a sync
+	}
+	m := cur.meta
+	m.StaleSince = since
+	mv, err := encodeMeta(nil, m)
+	if err != nil {
+		return false, err
+	}
+	if err := e.db.Set(metaKey(id), mv, pebbledb.Sync); err != nil {
+		return false, fmt.Errorf("pebble: mark %q stale: %w", id, err)
+	}
+	return true, nil
+}
+
+// Remove deletes id's record if its version is still v. It reports false,
+// without error, if no record exists or its version differs.
+func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
+	if err := e.acquire(); err != nil {
+		return false, err
+	}
+	defer e.release()
+	mu := &e.stripes[e.stripeOf(id)]
+	mu.Lock()
+	defer mu.Unlock()
+
+	cur, err := e.readStored(id)
+	switch {
+	case err != nil:
+		return false, err
+	case !cur.found:
+		return false, nil
+	case cur.bad:
+		return false, fmt.Errorf("pebble: remove %q: metadata undecodable: %w", id, storage.ErrCorrupt)
+	case cur.meta.Version.Compare(v) != 0:
+		return false, nil
+	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.Delete(metaKey(id), nil); err != nil {
+		return false, err
+	}
+	if !cur.meta.Tombstone {
+		if err := b.Delete(dataKey(id), nil); err != nil {
+			return false, err
+		}
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return false, fmt.Errorf("pebble: remove %q: %w", id, err)
+	}
+	e.live.Add(-boolInt(cur.live()))
+	return true, nil
+}
+
+// Scan calls fn with the metadata of each record in ascending id order,
+// starting after `after`. It reads only the m/ family. fn runs with no
+// lock or iterator held and may call the engine. Values that do not
+// decode are logged and skipped, so one bad record cannot halt migration
+// or anti-entropy (which then re-send it, and Apply replaces it).
+func (e *Engine) Scan(after string, fn func(id string, m storage.Meta) bool) error {
+	lower := []byte(metaPrefix)
+	if after != "" {
+		// The least key greater than m/<after>.
+		lower = append(metaKey(after), 0)
+	}
+	type entry struct {
+		id string
+		m  storage.Meta
+	}
+	buf := make([]entry, 0, scanChunk)
+	for {
+		buf = buf[:0]
+		more, err := e.scanChunk(lower, func(id string, m storage.Meta) {
+			buf = append(buf, entry{id, m})
+		})
+		if err != nil {
+			return err
+		}
+		for _, en := range buf {
+			if !fn(en.id, en.m) {
+				return nil
+			}
+		}
+		if !more {
+			return nil
+		}
+		lower = append(metaKey(buf[len(buf)-1].id), 0)
+	}
+}
+
+// scanChunk reads up to scanChunk decodable entries from lower on, and
+// reports whether the family may hold more.
+func (e *Engine) scanChunk(lower []byte, add func(id string, m storage.Meta)) (bool, error) {
+	if err := e.acquire(); err != nil {
+		return false, err
+	}
+	defer e.release()
+	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: lower, UpperBound: metaUpper})
+	if err != nil {
+		return false, fmt.Errorf("pebble: scan: %w", err)
+	}
+	n := 0
+	ok := it.First()
+	for ; ok && n < scanChunk; ok = it.Next() {
+		id := string(it.Key()[len(metaPrefix):])
+		m, err := decodeMeta(it.Value())
+		if err != nil {
+			e.logf("pebble: scan: skipping block %q: %v", id, err)
+			continue
+		}
+		add(id, m)
+		n++
+	}
+	if err := it.Error(); err != nil {
+		_ = it.Close()
+		return false, fmt.Errorf("pebble: scan: %w", err)
+	}
+	if err := it.Close(); err != nil {
+		return false, fmt.Errorf("pebble: scan: %w", err)
+	}
+	return ok, nil
+}
+
+// Count returns the number of non-tombstone records.
+func (e *Engine) Count() int64 { return e.live.Load() }
+
+// Close closes the database after in-flight operations finish. Later calls
+// of any method return storage.ErrClosed.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return storage.ErrClosed
+	}
+	e.closed = true
+	if err := e.db.Close(); err != nil {
+		return fmt.Errorf("pebble: close: %w", err)
+	}
+	return nil
+}

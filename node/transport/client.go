@@ -1,0 +1,171 @@
+// Package transport is the node-to-node HTTP client: pooled keep-alive
+// connections, the cluster token, and the wire encoding of records. It
+// implements replication.Peers.
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/wire"
+)
+
+// ErrRemote wraps an error status returned by a peer.
+var ErrRemote = errors.New("transport: peer error")
+
+// Options configure a Client.
+type Options struct {
+	// Token is sent as "Authorization: Bearer <Token>" when set.
+	Token string
+	// MaxBlockSize bounds the payload read from a peer.
+	MaxBlockSize int
+	// Wrap, when set, wraps the HTTP transport (e.g. for tracing).
+	Wrap func(http.RoundTripper) http.RoundTripper
+}
+
+// Client calls other nodes' /internal endpoints. It is safe for concurrent
+// use and keeps connections open between calls.
+type Client struct {
+	http  *http.Client
+	token string
+	max   int
+}
+
+// NewClient returns a client with a connection pool sized for a
+// coordinator that fans out to a few peers at high concurrency.
+func NewClient(o Options) *Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256, // one idle connection per concurrent request to a peer: no reconnect churn
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true, // blocks are opaque; compressing them costs CPU for nothing
+		ForceAttemptHTTP2:   false,
+	}
+	var rt http.RoundTripper = tr
+	if o.Wrap != nil {
+		rt = o.Wrap(rt)
+	}
+	if o.MaxBlockSize <= 0 {
+		o.MaxBlockSize = 4096
+	}
+	return &Client{http: &http.Client{Transport: rt}, token: o.Token, max: o.MaxBlockSize}
+}
+
+// Close drops idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+func blockURL(addr, id string) string {
+	return "http://" + addr + "/internal/block/" + url.PathEscape(id)
+}
+
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.http.Do(req)
+}
+
+// Apply sends rec to the peer; the peer stores it if newer.
+func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record) error {
+	method := http.MethodPut
+	if rec.Tombstone {
+		method = http.MethodDelete
+	}
+	req, err := http.NewRequestWithContext(ctx, method, blockURL(addr, id), bytes.NewReader(rec.Data))
+	if err != nil {
+		return err
+	}
+	wire.SetRecordHeaders(req.Header, rec.Meta())
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	defer drain(resp)
+	if resp.StatusCode/100 != 2 {
+		return remoteError(resp)
+	}
+	return nil
+}
+
+// Fetch returns the peer's local record of id.
+func (c *Client) Fetch(ctx context.Context, addr, id string) (storage.Record, error) {
+	return c.get(ctx, http.MethodGet, addr, id)
+}
+
+// FetchMeta returns the peer's record metadata without the payload.
+func (c *Client) FetchMeta(ctx context.Context, addr, id string) (storage.Meta, error) {
+	rec, err := c.get(ctx, http.MethodHead, addr, id)
+	return rec.Meta(), err
+}
+
+func (c *Client) get(ctx context.Context, method, addr, id string) (storage.Record, error) {
+	var rec storage.Record
+	req, err := http.NewRequestWithContext(ctx, method, blockURL(addr, id), nil)
+	if err != nil {
+		return rec, err
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return rec, err
+	}
+	defer drain(resp)
+	if resp.StatusCode == http.StatusNotFound && resp.Header.Get(wire.HeaderVersion) == "" {
+		return rec, storage.ErrNotFound
+	}
+	if resp.StatusCode != http.StatusOK {
+		return rec, remoteError(resp)
+	}
+	meta, err := wire.ParseRecordHeaders(resp.Header)
+	if err != nil {
+		return rec, err
+	}
+	rec = storage.Record{Version: meta.Version, Checksum: meta.Checksum, Tombstone: meta.Tombstone, StaleSince: meta.StaleSince}
+	if method == http.MethodHead || meta.Tombstone {
+		return rec, nil
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(c.max)+1))
+	if err != nil {
+		return rec, err
+	}
+	if len(data) > c.max {
+		return rec, fmt.Errorf("%w: %s sent more than %d bytes for %q", ErrRemote, addr, c.max, id)
+	}
+	if storage.Checksum(data) != meta.Checksum {
+		return rec, fmt.Errorf("%w: %s sent %q with a bad checksum", storage.ErrCorrupt, addr, id)
+	}
+	rec.Data = data
+	return rec, nil
+}
+
+// remoteError turns a peer's JSON error body into an error. A peer that
+// reports its own copy corrupt yields an error wrapping storage.ErrCorrupt
+// so the coordinator repairs it.
+func remoteError(resp *http.Response) error {
+	var body struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body)
+	if body.Code == "corrupt" {
+		return fmt.Errorf("%w: peer: %s", storage.ErrCorrupt, body.Error)
+	}
+	return fmt.Errorf("%w: %s %s: %d %s: %s", ErrRemote, resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, body.Code, body.Error)
+}
+
+// drain reads what is left of a small response so the connection goes back
+// to the pool.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
