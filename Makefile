@@ -32,7 +32,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 
 bench:
-	$(GO) test -run XXX -bench . -benchtime 5s ./node/app/
+	$(GO) test -run XXX -bench . -benchtime 3s ./node/app/
 
 # Short fuzzing pass over every fuzz target (seed corpora run in 'make test').
 fuzz:

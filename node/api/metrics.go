@@ -6,8 +6,8 @@ import "github.com/prometheus/client_golang/prometheus"
 // names, so its PromQL works unchanged.
 type Metrics struct {
 	Put, Get, Delete, InternalPut, InternalDelete, Health prometheus.Counter
-	Errors                                                 *prometheus.CounterVec
-	PutDuration, GetDuration, DeleteDuration               prometheus.Histogram
+	Errors                                                *prometheus.CounterVec
+	PutDuration, GetDuration, DeleteDuration              prometheus.Histogram
 }
 
 // latencyBuckets span 100µs (a local memory read) to 5s (the request

@@ -9,6 +9,8 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
+	"sort"
+	"strings"
 	"strconv"
 	"time"
 
@@ -70,28 +72,53 @@ func NewHandler(o Options) http.Handler {
 	}
 	r.Use(s.requestLog)
 
-	r.HandleFunc("/block/{id}", s.putBlock).Methods(http.MethodPut)
-	r.HandleFunc("/block/{id}", s.getBlock).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/block/{id}", s.deleteBlock).Methods(http.MethodDelete)
-
+	// Each path is registered once and dispatches on the method itself:
+	// mux's own method matching answers 404 instead of 405 once another
+	// route accepts the method.
+	r.Handle("/block/{id}", Methods{
+		http.MethodPut: s.putBlock, http.MethodGet: s.getBlock,
+		http.MethodHead: s.getBlock, http.MethodDelete: s.deleteBlock,
+	})
 	internal := r.PathPrefix("/internal").Subrouter()
 	internal.Use(s.requireToken)
-	internal.HandleFunc("/block/{id}", s.internalPut).Methods(http.MethodPut)
-	internal.HandleFunc("/block/{id}", s.internalDelete).Methods(http.MethodDelete)
-	internal.HandleFunc("/block/{id}", s.internalGet).Methods(http.MethodGet, http.MethodHead)
+	internal.Handle("/block/{id}", Methods{
+		http.MethodPut: s.internalPut, http.MethodDelete: s.internalDelete,
+		http.MethodGet: s.internalGet, http.MethodHead: s.internalGet,
+	})
+	internal.Handle("/batch/apply", Methods{http.MethodPost: s.batchApply})
+	internal.Handle("/batch/fetch", Methods{http.MethodPost: s.batchFetch})
+	internal.NotFoundHandler = http.HandlerFunc(notFound)
 
-	r.HandleFunc("/health", s.health).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.Handle("/health", Methods{http.MethodGet: s.health, http.MethodHead: s.health})
+	metrics := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
+	r.Handle("/metrics", Methods{http.MethodGet: metrics.ServeHTTP})
 	if o.Extra != nil {
 		o.Extra(r)
 	}
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeError(w, fmt.Errorf("%w: %s %s", ErrMethodNotAllowed, req.Method, req.URL.Path))
-	})
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeError(w, fmt.Errorf("%w: %s", ErrNoRoute, req.URL.Path))
-	})
+	r.NotFoundHandler = http.HandlerFunc(notFound)
 	return r
+}
+
+func notFound(w http.ResponseWriter, req *http.Request) {
+	writeError(w, fmt.Errorf("%w: %s", ErrNoRoute, req.URL.Path))
+}
+
+// Methods routes a path's requests by method and answers any other method
+// with 405, an Allow header and a JSON error.
+type Methods map[string]http.HandlerFunc
+
+func (m Methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, ok := m[r.Method]; ok {
+		h(w, r)
+		return
+	}
+	allow := make([]string, 0, len(m))
+	for method := range m {
+		allow = append(allow, method)
+	}
+	sort.Strings(allow)
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeError(w, fmt.Errorf("%w: %s %s", ErrMethodNotAllowed, r.Method, r.URL.Path))
 }
 
 // NewServer returns an http.Server with timeouts, so a slow or stalled

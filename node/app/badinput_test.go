@@ -78,6 +78,15 @@ func TestBadInputRejectedAndChangesNothing(t *testing.T) {
 		{"internal put tombstone state", "PUT", "/internal/block/keep", good, append(validHdr(good), wire.HeaderState, "tombstone"), 400, "malformed"},
 		{"internal delete with body", "DELETE", "/internal/block/keep", good, validHdr(nil), 400, "malformed"},
 		{"internal post", "POST", "/internal/block/keep", good, auth, 405, "method_not_allowed"},
+		{"batch apply garbage", "POST", "/internal/batch/apply", []byte("not frames"), auth, 400, "malformed"},
+		{"batch apply corrupt frame", "POST", "/internal/batch/apply", corruptFrame(t, good), auth, 400, "checksum_mismatch"},
+		{"batch apply short block", "POST", "/internal/batch/apply", frames(t, "keep", good[:100]), auth, 400, "bad_size"},
+		{"batch apply bad id", "POST", "/internal/batch/apply", frames(t, "a*b", good), auth, 400, "invalid_id"},
+		{"batch apply without token", "POST", "/internal/batch/apply", frames(t, "keep", good), nil, 401, "unauthorized"},
+		{"batch apply get", "GET", "/internal/batch/apply", nil, auth, 405, "method_not_allowed"},
+		{"batch fetch bad id", "POST", "/internal/batch/fetch", []byte("ok\nb/d"), auth, 400, "invalid_id"},
+		{"batch fetch too many", "POST", "/internal/batch/fetch", []byte(strings.Repeat("x\n", 300)), auth, 400, "malformed"},
+		{"internal unknown", "GET", "/internal/nothing", nil, auth, 404, "no_route"},
 	}
 	for _, tc := range tests {
 		if tc.status == 0 {
@@ -158,4 +167,23 @@ func TestInternalEndpointsOpenWithoutToken(t *testing.T) {
 	if status != http.StatusNotFound {
 		t.Fatalf("internal get of a missing block: %d", status)
 	}
+}
+
+// frames encodes one record at a new version as a batch-apply body.
+func frames(t *testing.T, id string, data []byte) []byte {
+	var buf bytes.Buffer
+	enc := wire.NewEncoder(&buf)
+	if err := enc.Encode(id, storage.NewRecord(data, mustVersion(t, "99999999999999-x"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func corruptFrame(t *testing.T, data []byte) []byte {
+	b := frames(t, "keep", data)
+	b[len(b)-1] ^= 1
+	return b
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/goblocks/goblocks/node/storage"
@@ -38,6 +39,11 @@ type Client struct {
 	http  *http.Client
 	token string
 	max   int
+
+	stats      struct{ batches, calls atomic.Int64 }
+	pipes      pipelines
+	closingCtx context.Context
+	closeCtx   context.CancelFunc
 }
 
 // NewClient returns a client with a connection pool sized for a
@@ -58,11 +64,25 @@ func NewClient(o Options) *Client {
 	if o.MaxBlockSize <= 0 {
 		o.MaxBlockSize = 4096
 	}
-	return &Client{http: &http.Client{Transport: rt}, token: o.Token, max: o.MaxBlockSize}
+	c := &Client{http: &http.Client{Transport: rt}, token: o.Token, max: o.MaxBlockSize}
+	c.pipes.closing = make(chan struct{})
+	c.closingCtx, c.closeCtx = context.WithCancel(context.Background())
+	return c
 }
 
-// Close drops idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+// Close stops the write and read multiplexers (queued calls fail), waits
+// for their requests, and drops idle connections.
+func (c *Client) Close() {
+	c.pipes.mu.Lock()
+	if !c.pipes.closed {
+		c.pipes.closed = true
+		close(c.pipes.closing)
+		c.closeCtx()
+	}
+	c.pipes.mu.Unlock()
+	c.pipes.wg.Wait()
+	c.http.CloseIdleConnections()
+}
 
 func blockURL(addr, id string) string {
 	return "http://" + addr + "/internal/block/" + url.PathEscape(id)
@@ -75,8 +95,23 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 	return c.http.Do(req)
 }
 
-// Apply sends rec to the peer; the peer stores it if newer.
+// Apply sends rec to the peer, which stores it if newer. Concurrent calls
+// to one peer share batch requests.
 func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record) error {
+	_, err := c.submit(ctx, addr, true, &call{id: id, rec: rec})
+	return err
+}
+
+// Fetch returns the peer's local record of id; storage.ErrNotFound when it
+// holds none. Concurrent calls to one peer share batch requests.
+func (c *Client) Fetch(ctx context.Context, addr, id string) (storage.Record, error) {
+	r, err := c.submit(ctx, addr, false, &call{id: id})
+	return r.rec, err
+}
+
+// ApplyOne sends rec in a request of its own (PUT or DELETE
+// /internal/block/{id}).
+func (c *Client) ApplyOne(ctx context.Context, addr, id string, rec storage.Record) error {
 	method := http.MethodPut
 	if rec.Tombstone {
 		method = http.MethodDelete
@@ -98,8 +133,9 @@ func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record)
 	return nil
 }
 
-// Fetch returns the peer's local record of id.
-func (c *Client) Fetch(ctx context.Context, addr, id string) (storage.Record, error) {
+// FetchOne reads the peer's copy in a request of its own (GET
+// /internal/block/{id}).
+func (c *Client) FetchOne(ctx context.Context, addr, id string) (storage.Record, error) {
 	return c.get(ctx, http.MethodGet, addr, id)
 }
 
@@ -168,4 +204,10 @@ func remoteError(resp *http.Response) error {
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+}
+
+// BatchStats returns how many multiplexed batch requests were sent and how
+// many calls they carried.
+func (c *Client) BatchStats() (batches, calls int64) {
+	return c.stats.batches.Load(), c.stats.calls.Load()
 }

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
 	"hash/maphash"
 	"math"
 	"slices"
@@ -560,4 +561,14 @@ func (e *Engine) Close() error {
 		return fmt.Errorf("pebble: close: %w", err)
 	}
 	return nil
+}
+
+// WALSyncs returns how many WAL fsyncs pebble has done since Open. Writes
+// divided by syncs is how many commits each fsync carried (group commit).
+func (e *Engine) WALSyncs() uint64 {
+	var m dto.Metric
+	if err := e.db.Metrics().LogWriter.FsyncLatency.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetHistogram().GetSampleCount()
 }

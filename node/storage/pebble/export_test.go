@@ -34,3 +34,6 @@ func (e *Engine) SetRawForTest(key, value []byte) error {
 func (e *Engine) DeleteRawForTest(key []byte) error {
 	return e.db.Delete(key, pebbledb.Sync)
 }
+
+// FsyncsForTest is WALSyncs under its test name.
+func (e *Engine) FsyncsForTest() uint64 { return e.WALSyncs() }

@@ -1,0 +1,99 @@
+package api
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/wire"
+)
+
+// batchApply stores a stream of replica records with one durable commit:
+// coordinators multiplex concurrent writes into one request per peer, and
+// migrations stream their transfers through it.
+func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
+	limit := wire.MaxBatchBody(s.o.BlockSize)
+	if r.ContentLength > limit {
+		s.fail(w, r, "internalput", fmt.Errorf("%w: batch of %d bytes > %d", ErrTooLarge, r.ContentLength, limit))
+		return
+	}
+	dec := wire.NewDecoder(io.LimitReader(r.Body, limit), s.o.BlockSize)
+	var items []storage.Item
+	for {
+		id, rec, err := dec.Decode()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil && len(items) == wire.MaxBatch {
+			err = fmt.Errorf("%w: more than %d records", ErrTooLarge, wire.MaxBatch)
+		}
+		if err == nil {
+			err = ValidateID(id)
+		}
+		if err == nil && !rec.Tombstone && len(rec.Data) != s.o.BlockSize {
+			err = fmt.Errorf("%w: record %q has %d bytes", ErrBadSize, id, len(rec.Data))
+		}
+		if err != nil {
+			if errors.Is(err, storage.ErrCorrupt) {
+				err = fmt.Errorf("%w: %w", ErrChecksumMismatch, err)
+			}
+			s.fail(w, r, "internalput", err)
+			return
+		}
+		if s.o.Clock != nil {
+			s.o.Clock.Observe(rec.Version.Timestamp)
+		}
+		items = append(items, storage.Item{ID: id, Record: rec})
+	}
+	s.o.Metrics.InternalPut.Add(float64(len(items)))
+	applied, err := s.o.Local.ApplyBatch(items)
+	if err != nil {
+		s.fail(w, r, "internalput", err)
+		return
+	}
+	out := make([]byte, len(applied))
+	for i, ok := range applied {
+		out[i] = wire.ResultNotApplied
+		if ok {
+			out[i] = wire.ResultApplied
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write(out)
+}
+
+// batchFetch returns this node's copies of a list of ids.
+func (s *server) batchFetch(w http.ResponseWriter, r *http.Request) {
+	ids, err := wire.DecodeIDs(r.Body, ValidateID)
+	if err != nil {
+		s.fail(w, r, "internalget", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	enc := wire.NewEncoder(bw)
+	for _, id := range ids {
+		rec, err := s.o.Local.Get(id)
+		switch {
+		case err == nil:
+			if err := bw.WriteByte(wire.FetchFound); err != nil {
+				return
+			}
+			// enc shares bw (bufio reuses a large enough writer), so
+			// status bytes and frames stay in order.
+			if err := enc.Encode(id, rec); err != nil {
+				return
+			}
+		case errors.Is(err, storage.ErrNotFound):
+			_ = bw.WriteByte(wire.FetchAbsent)
+		default:
+			// Corrupt or unreadable: the coordinator repairs it.
+			s.o.Logger.Warn().Err(err).Str("block_id", id).Msg("local copy unreadable")
+			_ = bw.WriteByte(wire.FetchCorrupt)
+		}
+	}
+	_ = bw.Flush()
+}

@@ -1,0 +1,102 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/wire"
+)
+
+// ApplyBatch sends items to the peer in one request (at most
+// wire.MaxBatch); applied[i] reports whether the peer stored items[i].
+// Migration streams and the write multiplexer use it.
+func (c *Client) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error) {
+	if len(items) > wire.MaxBatch {
+		return nil, fmt.Errorf("transport: batch of %d > %d records", len(items), wire.MaxBatch)
+	}
+	var body bytes.Buffer
+	body.Grow(len(items) * (c.max + 64))
+	enc := wire.NewEncoder(&body)
+	for _, it := range items {
+		if err := enc.Encode(it.ID, it.Record); err != nil {
+			return nil, err
+		}
+	}
+	if err := enc.Flush(); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+wire.PathBatchApply, &body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, remoteError(resp)
+	}
+	res := make([]byte, len(items)+1)
+	n, err := io.ReadFull(resp.Body, res)
+	if n != len(items) || (err != io.ErrUnexpectedEOF && err != nil) {
+		return nil, fmt.Errorf("%w: %s answered %d results for %d records", ErrRemote, addr, n, len(items))
+	}
+	applied := make([]bool, len(items))
+	for i, b := range res[:n] {
+		applied[i] = b == wire.ResultApplied
+	}
+	return applied, nil
+}
+
+// FetchBatch reads the peer's copies of ids (at most wire.MaxBatch).
+// replies[i] answers ids[i].
+func (c *Client) FetchBatch(ctx context.Context, addr string, ids []string) ([]wire.FetchReply, error) {
+	var body bytes.Buffer
+	if err := wire.EncodeIDs(&body, ids); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+wire.PathBatchFetch, &body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return nil, remoteError(resp)
+	}
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	dec := wire.NewDecoder(br, c.max)
+	replies := make([]wire.FetchReply, len(ids))
+	for i, id := range ids {
+		status, err := br.ReadByte()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: batch fetch cut short at %d of %d: %w", ErrRemote, addr, i, len(ids), err)
+		}
+		replies[i].Status = status
+		switch status {
+		case wire.FetchAbsent, wire.FetchCorrupt:
+		case wire.FetchFound:
+			got, rec, err := dec.Decode()
+			if err != nil {
+				return nil, fmt.Errorf("%s: batch fetch: %w", addr, err)
+			}
+			if got != id {
+				return nil, fmt.Errorf("%w: %s answered %q for %q", ErrRemote, addr, got, id)
+			}
+			replies[i].Record = rec
+		default:
+			return nil, fmt.Errorf("%w: %s: unknown fetch status %q", ErrRemote, addr, status)
+		}
+	}
+	return replies, nil
+}
