@@ -54,6 +54,13 @@ func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "internalput", err)
 		return
 	}
+	if s.o.OnTransferReceived != nil && r.Header.Get(wire.HeaderTransfer) != "" {
+		var bytes int64
+		for _, it := range items {
+			bytes += int64(len(it.Record.Data))
+		}
+		s.o.OnTransferReceived(int64(len(items)), bytes)
+	}
 	out := make([]byte, len(applied))
 	for i, ok := range applied {
 		out[i] = wire.ResultNotApplied

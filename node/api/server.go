@@ -10,8 +10,8 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -45,6 +45,8 @@ type Options struct {
 	// Ready reports whether the node may take client requests (e.g. it has
 	// a membership session); nil means always.
 	Ready func() error
+	// OnTransferReceived counts migration batches this node received.
+	OnTransferReceived func(blocks, bytes int64)
 	// Extra routes (admin, ui) registered by other packages.
 	Extra func(r *mux.Router)
 	// Middleware wraps every route (e.g. tracing); applied outermost first.

@@ -1,16 +1,19 @@
-// Package app wires a node together: engine, ring view, coordinator, HTTP
-// API. main and the in-process cluster tests build nodes the same way.
+// Package app wires a node together: engine, membership (ZooKeeper, or a
+// static peer list), coordinator, migration driver and HTTP API. main and
+// the in-process cluster tests build nodes the same way.
 package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"sync/atomic"
+	"strings"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -18,6 +21,9 @@ import (
 	"github.com/goblocks/goblocks/node/api"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/membership"
+	zkstore "github.com/goblocks/goblocks/node/membership/zk"
+	"github.com/goblocks/goblocks/node/migration"
 	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
@@ -36,7 +42,9 @@ type Node struct {
 	server   *http.Server
 	listener net.Listener
 	registry *prometheus.Registry
-	view     atomic.Pointer[replication.View]
+	// ZooKeeper mode only:
+	store  *zkstore.Store
+	driver *migration.Driver
 }
 
 // New builds a node from cfg. If ln is nil it listens on cfg.Port. Nothing
@@ -45,10 +53,6 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	n := &Node{cfg: cfg, log: log.With().Str("node", cfg.ReplicaName).Logger()}
 	var err error
 	if n.engine, err = openEngine(cfg, n.log); err != nil {
-		return nil, err
-	}
-	if err := n.initMembership(); err != nil {
-		n.engine.Close()
 		return nil, err
 	}
 	n.registry = prometheus.NewRegistry()
@@ -63,7 +67,6 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Self:             cfg.ReplicaName,
 		Engine:           n.engine,
 		Peers:            n.peers,
-		View:             func() replication.View { return *n.view.Load() },
 		Clock:            clock,
 		ReadConsistency:  cfg.ReadConsistency,
 		WriteConsistency: cfg.WriteConsistency,
@@ -72,7 +75,20 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Logger:           n.log,
 		Metrics:          replication.NewMetrics(n.registry),
 	})
-	handler := api.NewHandler(api.Options{
+	fail := func(err error) (*Node, error) {
+		n.coord.Close()
+		n.peers.Close()
+		n.engine.Close()
+		return nil, err
+	}
+	if cfg.Peers != "" {
+		if err := n.staticMembership(); err != nil {
+			return fail(err)
+		}
+	} else if err := n.zkMembership(); err != nil {
+		return fail(err)
+	}
+	opts := api.Options{
 		Self:        cfg.ReplicaName,
 		BlockSize:   cfg.BlockSize,
 		Token:       cfg.ClusterToken,
@@ -82,12 +98,19 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Metrics:     api.NewMetrics(n.registry),
 		Gatherer:    n.registry,
 		Logger:      n.log,
-	})
+		Extra:       n.adminRoutes,
+	}
+	if n.driver != nil {
+		opts.Ready = n.driver.Ready
+		opts.OnTransferReceived = n.driver.Received
+	}
+	handler := api.NewHandler(opts)
 	if ln == nil {
 		if ln, err = net.Listen("tcp", fmt.Sprintf(":%d", cfg.Port)); err != nil {
-			n.coord.Close()
-			n.engine.Close()
-			return nil, fmt.Errorf("listen: %w", err)
+			if n.store != nil {
+				n.store.Close()
+			}
+			return fail(fmt.Errorf("listen: %w", err))
 		}
 	}
 	n.listener = ln
@@ -109,11 +132,9 @@ func openEngine(cfg config.Config, log zerolog.Logger) (storage.Engine, error) {
 	return e, nil
 }
 
-// initMembership sets the ring from the static peer list.
-func (n *Node) initMembership() error {
-	if n.cfg.Peers == "" {
-		return errors.New("ZooKeeper membership is not available in this build: set Peers")
-	}
+// staticMembership routes by a fixed ring from the Peers list: a test and
+// demo seam without ZooKeeper (no joins, leaves or migrations).
+func (n *Node) staticMembership() error {
 	peers, err := config.ParsePeers(n.cfg.Peers)
 	if err != nil {
 		return err
@@ -126,8 +147,69 @@ func (n *Node) initMembership() error {
 	if err != nil {
 		return err
 	}
-	n.view.Store(&replication.View{Current: r, RF: n.cfg.ReplicationFactor})
+	n.coord.SetView(replication.View{Current: r, RF: n.cfg.ReplicationFactor})
 	return nil
+}
+
+func (n *Node) zkMembership() error {
+	self := membership.Member{Name: n.cfg.ReplicaName, Addr: n.cfg.AdvertiseAddress(), VNodes: n.cfg.VNodes}
+	metrics := migration.NewMetrics(n.registry)
+	store, err := zkstore.New(zkstore.Options{
+		Servers:        strings.Split(n.cfg.ZKAddress, ","),
+		Root:           n.cfg.ZKRoot,
+		SessionTimeout: n.cfg.ZKSessionTimeout,
+		Self:           self,
+		Logger:         n.log,
+		OnSessionState: func(connected bool) {
+			metrics.SessionTransitions.Inc()
+			if connected {
+				metrics.SessionConnected.Set(1)
+			} else {
+				metrics.SessionConnected.Set(0)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	n.store = store
+	n.driver = migration.New(migration.Options{
+		Self:           self,
+		RF:             n.cfg.ReplicationFactor,
+		Store:          store,
+		Engine:         n.engine,
+		Sender:         transport.Transfers{Client: n.peers},
+		SetView:        n.coord.SetView,
+		StaleGrace:     n.cfg.StaleGracePeriod,
+		TombstoneGrace: n.cfg.TombstoneGracePeriod,
+		GCInterval:     n.cfg.GCInterval,
+		TransferRate:   n.cfg.MigrationRateLimit,
+		Logger:         n.log,
+		Metrics:        metrics,
+	})
+	return nil
+}
+
+func (n *Node) adminRoutes(r *mux.Router) {
+	r.Handle("/admin/cluster", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(n.ClusterStatus())
+	}})
+}
+
+// ClusterStatus is the node's view of the cluster (GET /admin/cluster).
+func (n *Node) ClusterStatus() migration.ClusterStatus {
+	if n.driver != nil {
+		return n.driver.Status()
+	}
+	st := migration.ClusterStatus{Node: n.cfg.ReplicaName, Connected: true, Participants: []migration.ParticipantStatus{}}
+	if v := n.coord.View(); v != nil {
+		for _, m := range v.Current.Members() {
+			st.Members = append(st.Members, membership.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes})
+			st.RingMembers = append(st.RingMembers, m.Name)
+		}
+	}
+	return st
 }
 
 // Addr is the address the node listens on.
@@ -139,17 +221,50 @@ func (n *Node) Registry() *prometheus.Registry { return n.registry }
 // Engine is the node's local storage (tests inspect placement with it).
 func (n *Node) Engine() storage.Engine { return n.engine }
 
-// Run serves until ctx is cancelled, then shuts down gracefully: it stops
-// accepting requests, lets in-flight ones finish, waits for background
-// replica calls, and closes the engine.
+// Run serves until ctx is cancelled. Then, with ZooKeeper, the node leaves
+// gracefully: it announces the leave, keeps serving (it is a transfer
+// source) until the ring without it is committed or LeaveTimeout passes;
+// then it stops accepting requests, lets in-flight ones finish, waits for
+// background replica calls and closes the engine.
 func (n *Node) Run(ctx context.Context) error {
+	return n.run(ctx, true)
+}
+
+// Crash stops like a killed process would, as far as the cluster can
+// tell: no leave is announced. Used by tests of node failure.
+func (n *Node) Crash(ctx context.Context) error {
+	return n.run(ctx, false)
+}
+
+func (n *Node) run(ctx context.Context, graceful bool) error {
 	errc := make(chan error, 1)
 	go func() { errc <- n.server.Serve(n.listener) }()
+	driverCtx, stopDriver := context.WithCancel(context.Background())
+	driverDone := make(chan struct{})
+	if n.driver != nil {
+		go func() { defer close(driverDone); _ = n.driver.Run(driverCtx) }()
+	} else {
+		close(driverDone)
+	}
 	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.cfg.AdvertiseAddress()).Msg("node serving")
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
+	}
+	if n.driver != nil && graceful && serveErr == nil {
+		leaveCtx, cancel := context.WithTimeout(context.Background(), n.cfg.LeaveTimeout)
+		if err := n.driver.Leave(leaveCtx); err != nil {
+			n.log.Warn().Err(err).Msg("graceful leave did not complete")
+		} else {
+			n.log.Info().Msg("left the ring")
+		}
+		cancel()
+	}
+	stopDriver()
+	<-driverDone
+	if n.store != nil {
+		n.store.Close() // ephemeral znodes go now, not after the session timeout
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -87,6 +87,21 @@ type Config struct {
 	RequestTimeout time.Duration
 	// LogLevel is a zerolog level name.
 	LogLevel string
+	// ZKRoot is the znode under which the cluster keeps its state.
+	ZKRoot string
+	// ZKSessionTimeout is how long ZooKeeper waits before declaring a
+	// silent node dead (its ephemeral znodes vanish, a migration starts).
+	ZKSessionTimeout time.Duration
+	// TombstoneGracePeriod keeps delete markers; it must exceed
+	// StaleGracePeriod so a tombstone outlives every moved copy.
+	TombstoneGracePeriod time.Duration
+	// GCInterval is how often stale copies and tombstones are examined.
+	GCInterval time.Duration
+	// MigrationRateLimit caps outgoing migration traffic in bytes/s
+	// (0: unlimited).
+	MigrationRateLimit int64
+	// LeaveTimeout bounds the graceful leave on SIGTERM.
+	LeaveTimeout time.Duration
 }
 
 // Default returns the defaults, each with the reason for its value.
@@ -105,6 +120,13 @@ func Default() Config {
 		ReadRepairChance:  0.1, // Cassandra's historical default
 		RequestTimeout:    5 * time.Second,
 		LogLevel:          "info",
+		ZKRoot:            "/goblocks",
+		ZKSessionTimeout:  10 * time.Second, // a crashed node is replaced within ~10s
+		// Cassandra's gc_grace default is 10 days; blocks move faster than
+		// rows, and a day outlives any hint or migration by far.
+		TombstoneGracePeriod: 24 * time.Hour,
+		GCInterval:           time.Minute,
+		LeaveTimeout:         5 * time.Minute,
 	}
 }
 
@@ -157,6 +179,21 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadRepairChance < 0 || c.ReadRepairChance > 1 {
 		bad("ReadRepairChance %v: want 0..1", c.ReadRepairChance)
+	}
+	if c.TombstoneGracePeriod <= c.StaleGracePeriod {
+		bad("TombstoneGracePeriod %v must exceed StaleGracePeriod %v", c.TombstoneGracePeriod, c.StaleGracePeriod)
+	}
+	if c.ZKSessionTimeout < 200*time.Millisecond {
+		bad("ZKSessionTimeout %v: want >= 200ms", c.ZKSessionTimeout)
+	}
+	if c.GCInterval <= 0 || c.LeaveTimeout <= 0 {
+		bad("GCInterval %v and LeaveTimeout %v must be > 0", c.GCInterval, c.LeaveTimeout)
+	}
+	if c.MigrationRateLimit < 0 {
+		bad("MigrationRateLimit %d is negative", c.MigrationRateLimit)
+	}
+	if !strings.HasPrefix(c.ZKRoot, "/") || strings.HasSuffix(c.ZKRoot, "/") {
+		bad("ZKRoot %q: want an absolute znode path like /goblocks", c.ZKRoot)
 	}
 	if c.RequestTimeout <= 0 {
 		bad("RequestTimeout %v: want > 0", c.RequestTimeout)
@@ -279,6 +316,22 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fl(&c.ReadRepairChance, "ReadRepairChance", "probability a read checks and repairs all owners")
 	dur(&c.RequestTimeout, "RequestTimeout", "deadline of one client request")
 	str(&c.LogLevel, "LogLevel", "log level: debug, info, warn, error")
+	str(&c.ZKRoot, "ZKRoot", "znode holding the cluster state")
+	dur(&c.ZKSessionTimeout, "ZKSessionTimeout", "ZooKeeper session timeout")
+	dur(&c.TombstoneGracePeriod, "TombstoneGracePeriod", "how long delete markers are kept")
+	dur(&c.GCInterval, "GCInterval", "how often stale copies are examined")
+	dur(&c.LeaveTimeout, "LeaveTimeout", "longest graceful leave on SIGTERM")
+	i64 := func(p *int64, name, usage string) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%w: %s=%q is not an integer", ErrInvalid, name, v))
+			}
+			*p = n
+		}
+		fs.Int64Var(p, name, *p, usage+" (env "+name+")")
+	}
+	i64(&c.MigrationRateLimit, "MigrationRateLimit", "outgoing migration bytes/s, 0 = unlimited")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -50,7 +51,6 @@ type Options struct {
 	Self             string
 	Engine           storage.Engine
 	Peers            Peers
-	View             func() View // cheap and safe for concurrent use
 	Clock            *hlc.Clock
 	ReadConsistency  config.Consistency
 	WriteConsistency config.Consistency
@@ -73,7 +73,30 @@ type Coordinator struct {
 	// repairSlots bounds concurrent background repairs; when full, a repair
 	// is dropped (the next read or anti-entropy will find the lag again).
 	repairSlots chan struct{}
+
+	view atomic.Pointer[View]
+	// viewMu is held shared by every write until it has its quorum, and
+	// exclusively by SetView: when SetView returns, no write that routed
+	// by an older view is still waiting for acknowledgements.
+	viewMu sync.RWMutex
 }
+
+// ErrNoView: the node does not know the ring yet.
+var ErrNoView = errors.New("replication: no ring yet")
+
+// SetView switches the routing of later requests to v and waits until
+// every write that routed by the previous view has its quorum. Migrations
+// rely on this: after a node switches to a dual-ring view, every write it
+// acknowledged on the old view is on a quorum of the old owners, where the
+// transfer scan will find it.
+func (c *Coordinator) SetView(v View) {
+	c.viewMu.Lock()
+	c.view.Store(&v)
+	c.viewMu.Unlock()
+}
+
+// View returns the current routing view (nil before the first SetView).
+func (c *Coordinator) View() *View { return c.view.Load() }
 
 // New returns a coordinator. It starts no goroutine until a request does.
 func New(o Options) *Coordinator {
@@ -119,7 +142,12 @@ type outcome struct {
 }
 
 func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, cl config.Consistency) error {
-	v := c.o.View()
+	c.viewMu.RLock()
+	defer c.viewMu.RUnlock()
+	v := c.view.Load()
+	if v == nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, ErrNoView)
+	}
 	old, pending := v.owners(id)
 	q := newQuorum(cl.Required, names(old), names(pending))
 	targets := unionMembers(old, pending)
@@ -155,8 +183,14 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 // level requires; storage.ErrNotFound when that is nothing or a tombstone.
 func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency) (storage.Record, error) {
 	cl = orDefault(cl, c.o.ReadConsistency)
-	v := c.o.View()
+	v := c.view.Load()
+	if v == nil {
+		return storage.Record{}, fmt.Errorf("%w: %w", ErrUnavailable, ErrNoView)
+	}
 	old, pending := v.owners(id)
+	if v.Target != nil {
+		return c.getMigrating(ctx, id, cl, old, pending)
+	}
 	need := cl.Required(len(old))
 	if need == 0 {
 		return storage.Record{}, fmt.Errorf("%w: no members in the ring", ErrUnavailable)
@@ -219,6 +253,51 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 	if next < len(old) && (cl == config.All || rand.Float64() < c.o.ReadRepairChance) {
 		c.probeAndRepair(ctx, id, newest, candidates[next:len(old)])
 	}
+	if newest.Version.IsZero() || newest.Tombstone {
+		return storage.Record{}, storage.ErrNotFound
+	}
+	return newest, nil
+}
+
+// getMigrating reads while a migration runs: it asks the owners of both
+// rings at once and needs the consistency level in each, so it sees every
+// write acknowledged on either side of the ring swap (writes made by a
+// node that has already swapped reach only the new owners).
+func (c *Coordinator) getMigrating(ctx context.Context, id string, cl config.Consistency, old, pending []ring.Member) (storage.Record, error) {
+	q := newQuorum(cl.Required, names(old), names(pending))
+	targets := c.localFirst(unionMembers(old, pending))
+	results := make(chan outcome, len(targets))
+	for _, m := range targets {
+		c.background(ctx, func(rctx context.Context) {
+			rec, err := c.fetchFrom(rctx, m, id)
+			results <- outcome{member: m, rec: rec, err: err}
+		})
+	}
+	var got []outcome
+	var errs []error
+	for {
+		if done, ok := q.decided(); done {
+			if !ok {
+				c.o.Metrics.QuorumFailures.WithLabelValues("read").Inc()
+				return storage.Record{}, fmt.Errorf("%w: read %q during migration at %s: %w", ErrUnavailable, id, cl, errors.Join(errs...))
+			}
+			break
+		}
+		select {
+		case r := <-results:
+			q.record(r.member.Name, r.err == nil)
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
+				continue
+			}
+			c.o.Clock.Observe(r.rec.Version.Timestamp)
+			got = append(got, r)
+		case <-ctx.Done():
+			return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
+		}
+	}
+	newest := newestOf(got)
+	c.repairLagging(ctx, id, newest, got)
 	if newest.Version.IsZero() || newest.Tombstone {
 		return storage.Record{}, storage.ErrNotFound
 	}

@@ -35,6 +35,9 @@ func (c *Client) ApplyBatch(ctx context.Context, addr string, items []storage.It
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
+	if ctx.Value(transferKey{}) != nil {
+		req.Header.Set(wire.HeaderTransfer, "migration")
+	}
 	resp, err := c.do(req)
 	if err != nil {
 		return nil, err
@@ -99,4 +102,15 @@ func (c *Client) FetchBatch(ctx context.Context, addr string, ids []string) ([]w
 		}
 	}
 	return replies, nil
+}
+
+type transferKey struct{}
+
+// Transfers marks batches sent with the returned context as migration
+// transfers, so receivers count them as such.
+type Transfers struct{ *Client }
+
+// ApplyBatch sends a migration batch.
+func (t Transfers) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error) {
+	return t.Client.ApplyBatch(context.WithValue(ctx, transferKey{}, true), addr, items)
 }

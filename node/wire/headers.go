@@ -27,6 +27,8 @@ const (
 	// HeaderApplied tells the sender whether the receiver stored the record
 	// ("true") or already held a newer or equal version ("false").
 	HeaderApplied = "X-Goblocks-Applied"
+	// HeaderTransfer marks a batch as a migration transfer ("migration").
+	HeaderTransfer = "X-Goblocks-Transfer"
 )
 
 // States as carried in HeaderState.

@@ -1,0 +1,133 @@
+// Package membership describes the cluster state kept in the coordination
+// service (ZooKeeper): live members, the committed ring, and the migration
+// barrier with its participants. The zk subpackage implements Store; the
+// migration package decides what to do with each Snapshot.
+package membership
+
+import (
+	"context"
+	"errors"
+	"sort"
+)
+
+// Sentinel errors of Store implementations.
+var (
+	// ErrExists: a create lost a race (the barrier or ring already exists).
+	ErrExists = errors.New("membership: already exists")
+	// ErrConflict: a conditional update lost a race (a version changed).
+	ErrConflict = errors.New("membership: concurrent change")
+	// ErrNoSession: the node has no coordination session right now.
+	ErrNoSession = errors.New("membership: no session")
+)
+
+// Member is one live node as it registered itself.
+type Member struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	VNodes int    `json:"vnodes"`
+	// Leaving marks a node that received SIGTERM: it stays a transfer
+	// source until the ring that removes it is committed, then exits.
+	Leaving bool `json:"leaving,omitempty"`
+}
+
+// RingState is the committed ring: the members that own data, and an epoch
+// that increases with every committed migration.
+type RingState struct {
+	Epoch   int64    `json:"epoch"`
+	Members []Member `json:"members"`
+	// Version is the coordination store's version of the ring record, for
+	// conditional commits. Not serialized.
+	Version int32 `json:"-"`
+}
+
+// Barrier is an active migration round from the ring at FromEpoch to a
+// ring of Target.
+type Barrier struct {
+	ID        string   `json:"id"`
+	FromEpoch int64    `json:"from_epoch"`
+	Target    []Member `json:"target"`
+	// Participants must all register and report ready before the round
+	// commits: every live member when the round started (leaving ones
+	// included: they hold data to hand over).
+	Participants []string `json:"participants"`
+	Version      int32    `json:"-"`
+}
+
+// Participant is one node's registration in a round.
+type Participant struct {
+	Name          string `json:"name"`
+	Round         string `json:"round"`
+	Ready         bool   `json:"ready"`
+	SentBlocks    int64  `json:"sent_blocks"`
+	SentBytes     int64  `json:"sent_bytes"`
+	PlannedBlocks int64  `json:"planned_blocks"`
+}
+
+// Snapshot is everything a node knows of the cluster at one moment.
+type Snapshot struct {
+	// Connected is false while the node has no session: it then must not
+	// coordinate writes, and nothing else in the snapshot is current.
+	Connected    bool
+	Members      []Member // live, sorted by name
+	Ring         *RingState
+	Barrier      *Barrier
+	Participants map[string]Participant
+}
+
+// Store is the coordination service. Methods may block on the network and
+// are safe for concurrent use. Snapshots are delivered by Run.
+type Store interface {
+	// Run keeps this node registered (re-registering after a session
+	// expiry) and calls publish with a new Snapshot after every change,
+	// until ctx ends. publish must not block for long.
+	Run(ctx context.Context, publish func(Snapshot)) error
+	// SetMember updates this node's own member record (e.g. Leaving).
+	SetMember(m Member) error
+	// InitRing creates the ring record if there is none (ErrExists if
+	// there is).
+	InitRing(r RingState) error
+	// CreateBarrier starts a round (ErrExists if one runs).
+	CreateBarrier(b Barrier) error
+	// SetParticipant creates or updates this node's participant record
+	// in the round b.
+	SetParticipant(b Barrier, p Participant) error
+	// Commit ends round b: it deletes the barrier and writes ring, in one
+	// atomic operation conditional on the versions read (ErrConflict).
+	Commit(b Barrier, ring RingState) error
+	// Abort deletes round b without changing the ring.
+	Abort(b Barrier) error
+}
+
+// Names returns the members' names.
+func Names(ms []Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// SortByName sorts members in place by name and returns them.
+func SortByName(ms []Member) []Member {
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
+	return ms
+}
+
+// SameRing reports whether two member lists describe the same ring
+// (names, addresses and vnode counts), ignoring order and Leaving.
+func SameRing(a, b []Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	idx := make(map[string]Member, len(a))
+	for _, m := range a {
+		idx[m.Name] = m
+	}
+	for _, m := range b {
+		o, ok := idx[m.Name]
+		if !ok || o.Addr != m.Addr || o.VNodes != m.VNodes {
+			return false
+		}
+	}
+	return true
+}

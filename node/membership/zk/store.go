@@ -1,0 +1,518 @@
+// Package zk implements membership.Store on ZooKeeper with
+// github.com/go-zookeeper/zk.
+//
+// Layout under the root (default /goblocks):
+//
+//	members/member-<seq>          ephemeral sequential, one per live node (JSON Member)
+//	ring                          the committed ring (JSON RingState)
+//	migration                     the barrier of the running round (JSON Barrier)
+//	migration/participants/<name> ephemeral, one per registered participant (JSON Participant)
+package zk
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+	"github.com/rs/zerolog"
+
+	"github.com/goblocks/goblocks/node/membership"
+)
+
+// Options configure a Store.
+type Options struct {
+	Servers        []string
+	Root           string        // default "/goblocks"
+	SessionTimeout time.Duration // default 10s
+	Self           membership.Member
+	Logger         zerolog.Logger
+	// OnSessionState, if set, is called on every session state change
+	// (for metrics); it must not block.
+	OnSessionState func(connected bool)
+}
+
+// Store is a ZooKeeper-backed membership.Store.
+type Store struct {
+	o    Options
+	conn *zk.Conn
+
+	connected atomic.Bool
+	wake      chan struct{} // session events wake the watch loop
+
+	mu          sync.Mutex
+	self        membership.Member
+	memberPath  string // our ephemeral znode, "" when not (yet) registered
+	participant *membership.Participant
+	partRound   string
+}
+
+var acl = zk.WorldACL(zk.PermAll)
+
+// New connects to ZooKeeper. The session is established in the
+// background; Run registers the node once it is.
+func New(o Options) (*Store, error) {
+	if o.Root == "" {
+		o.Root = "/goblocks"
+	}
+	if o.SessionTimeout == 0 {
+		o.SessionTimeout = 10 * time.Second
+	}
+	s := &Store{o: o, self: o.Self, wake: make(chan struct{}, 1)}
+	conn, _, err := zk.Connect(o.Servers, o.SessionTimeout,
+		zk.WithLogger(zkLogger{o.Logger}),
+		// The library's event channel drops events when full; the callback
+		// sees every state change.
+		zk.WithEventCallback(s.onEvent))
+	if err != nil {
+		return nil, fmt.Errorf("zookeeper %v: %w", o.Servers, err)
+	}
+	s.conn = conn
+	return s, nil
+}
+
+// Close ends the session: ZooKeeper deletes this node's ephemeral znodes.
+func (s *Store) Close() { s.conn.Close() }
+
+func (s *Store) onEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	connected := ev.State == zk.StateHasSession
+	if s.connected.Swap(connected) != connected && s.o.OnSessionState != nil {
+		s.o.OnSessionState(connected)
+	}
+	if ev.State == zk.StateExpired {
+		// Ephemerals died with the session; the next loop re-creates them.
+		s.mu.Lock()
+		s.memberPath = ""
+		s.mu.Unlock()
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) p(parts ...string) string { return path.Join(append([]string{s.o.Root}, parts...)...) }
+
+// Run keeps the node registered and publishes a Snapshot after every
+// change it is told of by a watch or a session event.
+func (s *Store) Run(ctx context.Context, publish func(membership.Snapshot)) error {
+	w := newWatcher(s.conn)
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		var snap membership.Snapshot
+		err := error(nil)
+		if s.connected.Load() {
+			err = s.ensureLayout()
+			if err == nil {
+				err = s.ensureRegistered()
+			}
+			if err == nil {
+				snap, err = s.read(w)
+			}
+		} else {
+			err = membership.ErrNoSession
+		}
+		if err != nil {
+			if !errors.Is(err, membership.ErrNoSession) {
+				s.o.Logger.Warn().Err(err).Msg("zookeeper read failed; retrying")
+			}
+			publish(membership.Snapshot{Connected: false})
+			w.reset()
+			retry.Reset(200 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.wake:
+			case <-retry.C:
+			}
+			continue
+		}
+		publish(snap)
+		if !w.wait(ctx, s.wake) {
+			return nil
+		}
+	}
+}
+
+func (s *Store) ensureLayout() error {
+	for _, p := range []string{s.o.Root, s.p("members")} {
+		if _, err := s.conn.Create(p, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			if strings.HasPrefix(p, s.o.Root) && errors.Is(err, zk.ErrNoNode) && p == s.o.Root {
+				if err := s.createParents(p); err != nil {
+					return err
+				}
+				continue
+			}
+			return fmt.Errorf("create %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) createParents(p string) error {
+	cur := ""
+	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
+		cur += "/" + part
+		if _, err := s.conn.Create(cur, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("create %s: %w", cur, err)
+		}
+	}
+	return nil
+}
+
+// ensureRegistered creates this node's member znode if it has none (first
+// start, or the session expired and ZooKeeper deleted it).
+func (s *Store) ensureRegistered() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.memberPath != "" {
+		if ok, _, err := s.conn.Exists(s.memberPath); err == nil && ok {
+			return nil
+		}
+	}
+	data, err := json.Marshal(s.self)
+	if err != nil {
+		return err
+	}
+	p, err := s.conn.CreateProtectedEphemeralSequential(s.p("members", "member-"), data, acl)
+	if err != nil {
+		return fmt.Errorf("register member: %w", err)
+	}
+	s.memberPath = p
+	s.o.Logger.Info().Str("znode", p).Msg("registered in zookeeper")
+	if s.participant != nil {
+		// The participant record was ephemeral too.
+		_ = s.setParticipantLocked()
+	}
+	return nil
+}
+
+// SetMember updates this node's member record.
+func (s *Store) SetMember(m membership.Member) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.self = m
+	if s.memberPath == "" {
+		return membership.ErrNoSession
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = s.conn.Set(s.memberPath, data, -1)
+	return err
+}
+
+// InitRing creates the ring record unless one exists.
+func (s *Store) InitRing(r membership.RingState) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = s.conn.Create(s.p("ring"), data, 0, acl)
+	if errors.Is(err, zk.ErrNodeExists) {
+		return membership.ErrExists
+	}
+	return err
+}
+
+// CreateBarrier starts a round, with its participants directory, atomically.
+func (s *Store) CreateBarrier(b membership.Barrier) error {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	_, err = s.conn.Multi(
+		&zk.CreateRequest{Path: s.p("migration"), Data: data, Acl: acl},
+		&zk.CreateRequest{Path: s.p("migration", "participants"), Acl: acl},
+	)
+	if errors.Is(err, zk.ErrNodeExists) {
+		return membership.ErrExists
+	}
+	return err
+}
+
+// SetParticipant creates or updates this node's participant record.
+func (s *Store) SetParticipant(b membership.Barrier, p membership.Participant) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.Round = b.ID
+	s.participant = &p
+	return s.setParticipantLocked()
+}
+
+func (s *Store) setParticipantLocked() error {
+	data, err := json.Marshal(s.participant)
+	if err != nil {
+		return err
+	}
+	p := s.p("migration", "participants", s.participant.Name)
+	_, err = s.conn.Set(p, data, -1)
+	if errors.Is(err, zk.ErrNoNode) {
+		_, err = s.conn.Create(p, data, zk.FlagEphemeral, acl)
+	}
+	if errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("%w: round %s is over", membership.ErrConflict, s.participant.Round)
+	}
+	return err
+}
+
+// Commit deletes the round and writes the new ring in one multi.
+func (s *Store) Commit(b membership.Barrier, ring membership.RingState) error {
+	data, err := json.Marshal(ring)
+	if err != nil {
+		return err
+	}
+	ops, err := s.deleteRoundOps(b)
+	if err != nil {
+		return err
+	}
+	ops = append(ops, &zk.SetDataRequest{Path: s.p("ring"), Data: data, Version: ring.Version})
+	return s.multi(ops)
+}
+
+// Abort deletes the round and leaves the ring as it is.
+func (s *Store) Abort(b membership.Barrier) error {
+	ops, err := s.deleteRoundOps(b)
+	if err != nil {
+		return err
+	}
+	return s.multi(ops)
+}
+
+func (s *Store) deleteRoundOps(b membership.Barrier) ([]any, error) {
+	parts, _, err := s.conn.Children(s.p("migration", "participants"))
+	if err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return nil, err
+	}
+	var ops []any
+	for _, name := range parts {
+		ops = append(ops, &zk.DeleteRequest{Path: s.p("migration", "participants", name), Version: -1})
+	}
+	if err == nil {
+		ops = append(ops, &zk.DeleteRequest{Path: s.p("migration", "participants"), Version: -1})
+	}
+	// The barrier's version makes the multi fail if another node already
+	// ended this round and started the next.
+	ops = append(ops, &zk.DeleteRequest{Path: s.p("migration"), Version: b.Version})
+	return ops, nil
+}
+
+func (s *Store) multi(ops []any) error {
+	_, err := s.conn.Multi(ops...)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode), errors.Is(err, zk.ErrNotEmpty), errors.Is(err, zk.ErrNodeExists):
+		return fmt.Errorf("%w: %v", membership.ErrConflict, err)
+	}
+	return err
+}
+
+// read loads the whole cluster state, arming a watch on everything it
+// reads that is not already watched.
+func (s *Store) read(w *watcher) (membership.Snapshot, error) {
+	snap := membership.Snapshot{Connected: true, Participants: map[string]membership.Participant{}}
+	children, err := w.children(s.p("members"))
+	if err != nil {
+		return snap, err
+	}
+	for _, c := range children {
+		data, ok, err := w.data(s.p("members", c))
+		if err != nil {
+			return snap, err
+		}
+		var m membership.Member
+		if !ok || json.Unmarshal(data, &m) != nil || m.Name == "" {
+			continue
+		}
+		snap.Members = append(snap.Members, m)
+	}
+	membership.SortByName(dedupe(snap.Members))
+	if data, ok, err := w.dataVersion(s.p("ring")); err != nil {
+		return snap, err
+	} else if ok {
+		var r membership.RingState
+		if err := json.Unmarshal(data.data, &r); err != nil {
+			return snap, fmt.Errorf("decode ring: %w", err)
+		}
+		r.Version = data.version
+		snap.Ring = &r
+	}
+	if data, ok, err := w.dataVersion(s.p("migration")); err != nil {
+		return snap, err
+	} else if ok {
+		var b membership.Barrier
+		if err := json.Unmarshal(data.data, &b); err != nil {
+			return snap, fmt.Errorf("decode barrier: %w", err)
+		}
+		b.Version = data.version
+		snap.Barrier = &b
+		parts, err := w.children(s.p("migration", "participants"))
+		if err != nil {
+			return snap, err
+		}
+		for _, name := range parts {
+			data, ok, err := w.data(s.p("migration", "participants", name))
+			if err != nil {
+				return snap, err
+			}
+			var p membership.Participant
+			if ok && json.Unmarshal(data, &p) == nil && p.Round == b.ID {
+				snap.Participants[p.Name] = p
+			}
+		}
+	}
+	snap.Members = dedupe(snap.Members)
+	return snap, nil
+}
+
+// dedupe keeps one record per name: a node that re-registered after a
+// lost create response can briefly have two znodes.
+func dedupe(ms []membership.Member) []membership.Member {
+	out := ms[:0]
+	for i, m := range ms {
+		if i > 0 && ms[i-1].Name == m.Name {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// watcher caches what it read and the one-shot watch armed for it: an
+// entry is read again only after its watch fired, so watches never pile
+// up on znodes that do not change.
+type watcher struct {
+	conn    *zk.Conn
+	entries map[string]*entry
+}
+
+type entry struct {
+	ch       <-chan zk.Event
+	children []string
+	data     []byte
+	version  int32
+	exists   bool
+	err      error
+}
+
+type versioned struct {
+	data    []byte
+	version int32
+}
+
+func newWatcher(conn *zk.Conn) *watcher { return &watcher{conn: conn, entries: map[string]*entry{}} }
+
+func (w *watcher) reset() { w.entries = map[string]*entry{} }
+
+func (w *watcher) children(p string) ([]string, error) {
+	key := "c:" + p
+	if e, ok := w.entries[key]; ok {
+		return e.children, nil
+	}
+	c, _, ch, err := w.conn.ChildrenW(p)
+	if errors.Is(err, zk.ErrNoNode) {
+		// Watch for the parent's creation instead.
+		ok, _, ech, eerr := w.conn.ExistsW(p)
+		if eerr != nil {
+			return nil, eerr
+		}
+		if ok {
+			return w.children(p) // created in between
+		}
+		w.entries[key] = &entry{ch: ech}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.entries[key] = &entry{ch: ch, children: c}
+	return c, nil
+}
+
+func (w *watcher) data(p string) ([]byte, bool, error) {
+	v, ok, err := w.dataVersion(p)
+	return v.data, ok, err
+}
+
+func (w *watcher) dataVersion(p string) (versioned, bool, error) {
+	key := "d:" + p
+	if e, ok := w.entries[key]; ok {
+		return versioned{e.data, e.version}, e.exists, nil
+	}
+	// An exists-watch fires on create, delete and data change alike.
+	ok, _, ch, err := w.conn.ExistsW(p)
+	if err != nil {
+		return versioned{}, false, err
+	}
+	e := &entry{ch: ch}
+	if ok {
+		data, stat, err := w.conn.Get(p)
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+		case err != nil:
+			return versioned{}, false, err
+		default:
+			e.data, e.version, e.exists = data, stat.Version, true
+		}
+	}
+	w.entries[key] = e
+	return versioned{e.data, e.version}, e.exists, nil
+}
+
+// wait blocks until a watch fires (dropping that entry so it is read and
+// re-armed), a session event arrives, or ctx ends (false).
+func (w *watcher) wait(ctx context.Context, wake <-chan struct{}) bool {
+	keys := make([]string, 0, len(w.entries))
+	cases := []reflect.SelectCase{
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
+		{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wake)},
+	}
+	for k, e := range w.entries {
+		keys = append(keys, k)
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(e.ch)})
+	}
+	chosen, recv, ok := reflect.Select(cases)
+	switch chosen {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	delete(w.entries, keys[chosen-2])
+	if ok {
+		if ev, _ := recv.Interface().(zk.Event); ev.Type == zk.EventNotWatching {
+			w.reset() // session lost: every watch is gone
+		}
+	} else {
+		w.reset()
+	}
+	// Children changed: the children's data entries may be gone too;
+	// dropping them lets the next read forget deleted znodes.
+	for k := range w.entries {
+		if strings.HasPrefix(k, "d:"+strings.TrimPrefix(keys[chosen-2], "c:")+"/") && strings.HasPrefix(keys[chosen-2], "c:") {
+			if e := w.entries[k]; !e.exists {
+				delete(w.entries, k)
+			}
+		}
+	}
+	return true
+}
+
+type zkLogger struct{ log zerolog.Logger }
+
+func (l zkLogger) Printf(format string, args ...any) {
+	l.log.Debug().Str("component", "zookeeper").Msgf(format, args...)
+}

@@ -1,0 +1,139 @@
+package migration
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/goblocks/goblocks/node/membership"
+)
+
+func m(names ...string) []membership.Member {
+	var out []membership.Member
+	for _, n := range names {
+		leaving := strings.HasSuffix(n, "!")
+		n = strings.TrimSuffix(n, "!")
+		out = append(out, membership.Member{Name: n, Addr: n + ":1", VNodes: 20, Leaving: leaving})
+	}
+	return out
+}
+
+func ringOf(epoch int64, names ...string) *membership.RingState {
+	return &membership.RingState{Epoch: epoch, Members: m(names...)}
+}
+
+func barrier(id string, from int64, target []string, parts ...string) *membership.Barrier {
+	return &membership.Barrier{ID: id, FromEpoch: from, Target: m(target...), Participants: parts}
+}
+
+func parts(spec ...string) map[string]membership.Participant {
+	out := map[string]membership.Participant{}
+	for _, s := range spec {
+		name, ready := strings.CutSuffix(s, "+")
+		out[name] = membership.Participant{Name: name, Ready: ready}
+	}
+	return out
+}
+
+func describe(acts []Action) string {
+	var out []string
+	for _, a := range acts {
+		s := a.Kind.String()
+		switch a.Kind {
+		case InitRing, SwapRing, Commit:
+			s += fmt.Sprintf("(e%d:%s)", a.Ring.Epoch, strings.Join(membership.Names(a.Ring.Members), ","))
+		case CreateBarrier:
+			s += fmt.Sprintf("(%s->%s parts=%s)", a.Barrier.ID, strings.Join(membership.Names(a.Barrier.Target), ","), strings.Join(a.Barrier.Participants, ","))
+		default:
+			if a.Barrier.ID != "" {
+				s += "(" + a.Barrier.ID + ")"
+			}
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, " ")
+}
+
+func TestDecide(t *testing.T) {
+	tests := []struct {
+		name    string
+		snap    membership.Snapshot
+		local   Local
+		want    string
+		pending bool
+	}{
+		{"disconnected does nothing", membership.Snapshot{Members: m("a")}, Local{Self: "a"}, "", false},
+		{"first node creates the ring", membership.Snapshot{Connected: true, Members: m("a")}, Local{Self: "a"},
+			"InitRing(e1:a)", false},
+		{"leaving members are not in a first ring", membership.Snapshot{Connected: true, Members: m("a", "b!")}, Local{Self: "a"},
+			"InitRing(e1:a)", false},
+		{"adopt committed ring", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringOf(3, "a", "b")},
+			Local{Self: "a"}, "SwapRing(e3:a,b)", false},
+		{"steady state", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringOf(3, "a", "b")},
+			Local{Self: "a", ViewEpoch: 3}, "", false},
+		{"join starts a round", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b")},
+			Local{Self: "a", ViewEpoch: 3}, "CreateBarrier(r1->a,b,c parts=a,b,c)", false},
+		{"crash starts a round without it", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringOf(3, "a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3}, "CreateBarrier(r1->a,c parts=a,c)", false},
+		{"graceful leave: leaving node sends but is not a target", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringOf(3, "a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3}, "CreateBarrier(r1->a,c parts=a,b,c)", false},
+		{"switch view first", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c")}, Local{Self: "a", ViewEpoch: 3}, "SwitchView(r1)", false},
+		{"register after switch", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c")}, Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "Register(r1)", false},
+		{"wait for every registration before scanning", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "", false},
+		{"all registered: transfer", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "StartTransfer(r1)", false},
+		{"transfer running", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1"}, "", false},
+		{"transfer done: ready", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1", TransferDone: true}, "MarkReady(r1)", false},
+		{"all ready: commit", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a+", "b+", "c+")},
+			Local{Self: "c", ViewEpoch: 3, ViewRound: "r1"}, "Commit(e4:a,b,c)", false},
+		{"join during round: pending", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1"}, "", true},
+		{"late joiner switches view but is no participant", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
+			Local{Self: "d"}, "SwapRing(e3:a,b) SwitchView(r1)", true},
+		{"late joiner waits", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
+			Local{Self: "d", ViewEpoch: 3, ViewRound: "r1"}, "", true},
+		{"participant died: abort", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringOf(3, "a", "b"),
+			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "c")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "Abort(r1)", true},
+		{"after abort: back to committed ring, new round", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringOf(3, "a", "b")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1"}, "SwapRing(e3:a,b) CreateBarrier(r1->a,c parts=a,c)", false},
+		{"after commit: swap", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(4, "a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1", TransferDone: true}, "SwapRing(e4:a,b,c)", false},
+		{"after commit with pending change: swap and next round", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(4, "a", "b", "c")},
+			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "SwapRing(e4:a,b,c) CreateBarrier(r1->a,b,c,d parts=a,b,c,d)", false},
+		{"leaving node out of the ring may exit", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringOf(4, "a", "c")},
+			Local{Self: "b", ViewEpoch: 4, Leaving: true}, "LeaveDone", false},
+		{"leaving node still in the ring waits", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringOf(4, "a", "b", "c"),
+			Barrier: barrier("r1", 4, []string{"a", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
+			Local{Self: "b", ViewEpoch: 4, ViewRound: "r1", Leaving: true}, "StartTransfer(r1)", false},
+		{"leaving node not part of a later round exits", membership.Snapshot{Connected: true, Members: m("a", "b!", "c", "d"), Ring: ringOf(5, "a", "c"),
+			Barrier: barrier("r2", 5, []string{"a", "c", "d"}, "a", "c", "d")},
+			Local{Self: "b", ViewEpoch: 5, Leaving: true}, "LeaveDone SwitchView(r2)", false},
+		{"barrier from an old epoch is cleared", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringOf(5, "a", "b"),
+			Barrier: barrier("r0", 4, []string{"a", "b"}, "a", "b")}, Local{Self: "a", ViewEpoch: 5}, "Abort(r0)", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			acts, st := Decide(tc.snap, tc.local, func() string { return "r1" })
+			if got := describe(acts); got != tc.want {
+				t.Fatalf("actions:\n got: %s\nwant: %s", got, tc.want)
+			}
+			if st.Pending != tc.pending {
+				t.Fatalf("pending = %v, want %v", st.Pending, tc.pending)
+			}
+		})
+	}
+}

@@ -1,0 +1,72 @@
+package migration
+
+import (
+	"time"
+
+	"github.com/goblocks/goblocks/node/replication"
+	"github.com/goblocks/goblocks/node/storage"
+)
+
+// GCStats counts one reconcile pass.
+type GCStats struct {
+	Scanned, MarkedStale, Reowned, Collected, TombstonesPurged int64
+	Stale                                                      int64 // stale copies left after the pass
+}
+
+// reconcile makes each local record's state match the view: copies this
+// node owns in neither the committed nor the target ring become stale (and
+// stay readable); stale copies it owns again become owned; stale copies
+// past the grace period and tombstones past the tombstone grace period are
+// removed. Every change is conditional on the version read, so a write
+// racing the pass wins.
+func reconcile(eng storage.Engine, v replication.View, self string, now time.Time, grace, tombstoneGrace time.Duration) (GCStats, error) {
+	var st GCStats
+	var firstErr error
+	owned := func(id string) bool {
+		if v.Current != nil && v.Current.IsOwner(self, id, v.RF) {
+			return true
+		}
+		return v.Target != nil && v.Target.IsOwner(self, id, v.RF)
+	}
+	err := eng.Scan("", func(id string, m storage.Meta) bool {
+		st.Scanned++
+		var err error
+		switch {
+		case m.Tombstone && now.Sub(m.Version.Timestamp.Physical()) > tombstoneGrace:
+			var ok bool
+			if ok, err = eng.Remove(id, m.Version); ok {
+				st.TombstonesPurged++
+			}
+		case m.Tombstone:
+			// Kept, owned or not, until the tombstone grace: removing it
+			// earlier could let a lagging replica resurrect the block.
+		case owned(id) && !m.StaleSince.IsZero():
+			var ok bool
+			if ok, err = eng.MarkStale(id, m.Version, time.Time{}); ok {
+				st.Reowned++
+			}
+		case owned(id):
+		case m.StaleSince.IsZero():
+			var ok bool
+			if ok, err = eng.MarkStale(id, m.Version, now); ok {
+				st.MarkedStale++
+				st.Stale++
+			}
+		case now.Sub(m.StaleSince) >= grace:
+			var ok bool
+			if ok, err = eng.Remove(id, m.Version); ok {
+				st.Collected++
+			}
+		default:
+			st.Stale++
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		return true
+	})
+	if err != nil {
+		return st, err
+	}
+	return st, firstErr
+}
