@@ -12,18 +12,28 @@ STATICCHECK_VERSION ?= 2025.1.1
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-race lint bench run fuzz clean
+.PHONY: all build deps test test-race lint bench run fuzz clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./node
 
-test:
+# The membership and migration tests run a real ZooKeeper from Debian's
+# package (no container registry needed).
+ZK_JAR := /usr/share/java/zookeeper.jar
+
+deps:
+	@if [ ! -f $(ZK_JAR) ]; then \
+	  echo "installing ZooKeeper (Debian package) for the integration tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null; \
+	fi
+
+test: deps
 	$(GO) test -count=1 -timeout 15m $(PKGS)
 
 # The race detector needs cgo.
-test-race:
+test-race: deps
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./node/replication/... ./node/storage/... ./node/app/...
 
 lint:
@@ -41,7 +51,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzValidateID -fuzztime 30s ./node/api/
 	$(GO) test -run XXX -fuzz FuzzOwners -fuzztime 30s ./node/ring/
 
-run: build
+run: deps build
 	./scripts/run-local.sh $(BIN)
 
 clean:

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -45,12 +46,15 @@ type Node struct {
 	// ZooKeeper mode only:
 	store  *zkstore.Store
 	driver *migration.Driver
+
+	kill     chan struct{}
+	killOnce sync.Once
 }
 
 // New builds a node from cfg. If ln is nil it listens on cfg.Port. Nothing
 // runs until Run.
 func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) {
-	n := &Node{cfg: cfg, log: log.With().Str("node", cfg.ReplicaName).Logger()}
+	n := &Node{cfg: cfg, log: log.With().Str("node", cfg.ReplicaName).Logger(), kill: make(chan struct{})}
 	var err error
 	if n.engine, err = openEngine(cfg, n.log); err != nil {
 		return nil, err
@@ -230,11 +234,10 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.run(ctx, true)
 }
 
-// Crash stops like a killed process would, as far as the cluster can
-// tell: no leave is announced. Used by tests of node failure.
-func (n *Node) Crash(ctx context.Context) error {
-	return n.run(ctx, false)
-}
+// Kill makes Run return as if the process had been killed, as far as the
+// cluster can tell: no leave is announced and its session ends at once.
+// Used by tests of node failure.
+func (n *Node) Kill() { n.killOnce.Do(func() { close(n.kill) }) }
 
 func (n *Node) run(ctx context.Context, graceful bool) error {
 	errc := make(chan error, 1)
@@ -250,6 +253,8 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
+	case <-n.kill:
+		graceful = false
 	case serveErr = <-errc:
 	}
 	if n.driver != nil && graceful && serveErr == nil {

@@ -18,12 +18,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/membership/zk/zktest"
 )
 
 // testCluster runs N nodes in this process, each with its own HTTP server
 // on a loopback port, talking to each other over real HTTP.
 type testCluster struct {
 	t      *testing.T
+	opts   clusterOpts
+	dir    string
+	peers  string
 	cfgs   []config.Config
 	nodes  []*Node
 	stops  []func()
@@ -34,6 +38,13 @@ type clusterOpts struct {
 	storage string // "pebble" (default) or "memory"
 	rf      int
 	token   string
+	// zk, when set, makes the nodes use ZooKeeper membership instead of a
+	// static peer list.
+	zk       *zktest.Server
+	zkRoot   string
+	grace    time.Duration // StaleGracePeriod (zk mode)
+	rateBps  int64         // MigrationRateLimit
+	logLevel zerolog.Level
 }
 
 func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
@@ -55,6 +66,8 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 		peers = append(peers, fmt.Sprintf("n%d=%s", i, ln.Addr()))
 	}
 	c := &testCluster{
+		opts:   o,
+		dir:    t.TempDir(),
 		cfgs:   make([]config.Config, n),
 		nodes:  make([]*Node, n),
 		stops:  make([]func(), n),
@@ -63,25 +76,63 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	if tt, ok := t.(*testing.T); ok {
 		c.t = tt
 	}
-	dir := t.TempDir()
+	if o.zk == nil {
+		c.peers = strings.Join(peers, ",")
+	}
 	for i := range lns {
-		cfg := config.Default()
-		cfg.ReplicaName = fmt.Sprintf("n%d", i)
-		cfg.ReplicaAddress = lns[i].Addr().String()
-		cfg.Peers = strings.Join(peers, ",")
-		cfg.Storage = o.storage
-		cfg.DataDir = filepath.Join(dir, cfg.ReplicaName)
-		cfg.ReplicationFactor = o.rf
-		cfg.ClusterToken = o.token
-		cfg.RequestTimeout = 3 * time.Second
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		c.cfgs[i] = cfg
+		c.cfgs[i] = c.config(t, i, lns[i].Addr().String())
 		c.start(t, i, lns[i])
 	}
 	t.Cleanup(c.stopAll)
 	return c
+}
+
+func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
+	cfg := config.Default()
+	cfg.ReplicaName = fmt.Sprintf("n%d", i)
+	cfg.ReplicaAddress = addr
+	cfg.Peers = c.peers
+	cfg.Storage = c.opts.storage
+	cfg.DataDir = filepath.Join(c.dir, cfg.ReplicaName)
+	cfg.ReplicationFactor = c.opts.rf
+	cfg.ClusterToken = c.opts.token
+	cfg.RequestTimeout = 3 * time.Second
+	if c.opts.zk != nil {
+		cfg.ZKAddress = c.opts.zk.Addr
+		cfg.ZKRoot = c.opts.zkRoot
+		cfg.ZKSessionTimeout = 1500 * time.Millisecond
+		cfg.StaleGracePeriod = c.opts.grace
+		cfg.GCInterval = 200 * time.Millisecond
+		cfg.LeaveTimeout = 60 * time.Second
+		cfg.MigrationRateLimit = c.opts.rateBps
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// addNode starts one more node (zk mode: it joins the cluster).
+func (c *testCluster) addNode(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := len(c.nodes)
+	c.cfgs = append(c.cfgs, c.config(t, i, ln.Addr().String()))
+	c.nodes = append(c.nodes, nil)
+	c.stops = append(c.stops, nil)
+	c.start(t, i, ln)
+	return i
+}
+
+// kill stops node i as a crash would (no graceful leave).
+func (c *testCluster) kill(i int) {
+	if c.stops[i] != nil {
+		c.nodes[i].Kill()
+		c.stops[i]()
+		c.stops[i] = nil
+	}
 }
 
 func (c *testCluster) start(t testing.TB, i int, ln net.Listener) {
@@ -93,7 +144,11 @@ func (c *testCluster) start(t testing.TB, i int, ln net.Listener) {
 			t.Fatal(err)
 		}
 	}
-	n, err := New(c.cfgs[i], ln, zerolog.Nop())
+	log := zerolog.Nop()
+	if c.opts.logLevel != 0 {
+		log = zerolog.New(zerolog.NewTestWriter(t)).Level(c.opts.logLevel)
+	}
+	n, err := New(c.cfgs[i], ln, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +176,13 @@ func (c *testCluster) restart(t testing.TB, i int) {
 	c.start(t, i, nil)
 }
 
+// stopAll ends every node; with ZooKeeper as a crash would (a graceful
+// leave of the last nodes could never complete).
 func (c *testCluster) stopAll() {
 	for i := range c.stops {
+		if c.opts.zk != nil {
+			c.kill(i)
+		}
 		c.stop(i)
 	}
 }

@@ -86,8 +86,9 @@ type Store interface {
 	// InitRing creates the ring record if there is none (ErrExists if
 	// there is).
 	InitRing(r RingState) error
-	// CreateBarrier starts a round (ErrExists if one runs).
-	CreateBarrier(b Barrier) error
+	// CreateBarrier starts a round from ring (ErrExists if one runs,
+	// ErrConflict if the ring changed since it was read).
+	CreateBarrier(b Barrier, ring RingState) error
 	// SetParticipant creates or updates this node's participant record
 	// in the round b.
 	SetParticipant(b Barrier, p Participant) error

@@ -36,7 +36,7 @@ type Kind int
 const (
 	InitRing      Kind = iota + 1 // create the first ring from the live members
 	SwapRing                      // route by the committed ring (after a commit)
-	CreateBarrier                 // start a round towards the live members
+	CreateBarrier                 // start a round towards the live members (if the ring is unchanged)
 	SwitchView                    // route writes to old and new owners of Barrier
 	Register                      // register as participant (after SwitchView)
 	StartTransfer                 // stream this node's hand-overs
@@ -98,7 +98,7 @@ func Decide(s membership.Snapshot, l Local, newID func() string) ([]Action, Stat
 				Target:       target,
 				Participants: participants(s.Members, s.Ring.Members, target),
 			}
-			acts = append(acts, Action{Kind: CreateBarrier, Barrier: nb})
+			acts = append(acts, Action{Kind: CreateBarrier, Barrier: nb, Ring: *s.Ring})
 		}
 		return acts, st
 	}
@@ -112,9 +112,11 @@ func Decide(s membership.Snapshot, l Local, newID func() string) ([]Action, Stat
 		live[m.Name] = true
 	}
 	if b.FromEpoch != s.Ring.Epoch {
-		// Left over from a round whose ring moved on: only a bug or a
-		// manual edit gets here; clear it so the cluster can proceed.
-		return append(acts, Action{Kind: Abort, Barrier: *b}), st
+		// A barrier is created conditionally on the ring version and
+		// deleted together with the ring update, so this is a snapshot
+		// that saw the new ring before the barrier's deletion: wait for
+		// the watch.
+		return acts, st
 	}
 	for _, p := range b.Participants {
 		if !live[p] {

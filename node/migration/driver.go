@@ -48,6 +48,7 @@ type Driver struct {
 	left chan struct{}
 
 	leaving  atomic.Bool
+	aborted  atomic.Int64
 	leftOnce sync.Once
 
 	transferDone chan string
@@ -205,6 +206,11 @@ func (d *Driver) step(ctx context.Context) {
 			}
 			return
 		}
+		if a.Kind == SwapRing || a.Kind == SwitchView {
+			// Only local state changed: no watch will fire, so decide
+			// again with it.
+			signal(d.kick)
+		}
 	}
 }
 
@@ -263,9 +269,12 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 		signal(d.gc)
 		return nil
 	case CreateBarrier:
+		if err := d.o.Store.CreateBarrier(a.Barrier, a.Ring); err != nil {
+			return err
+		}
 		log.Info().Str("round", a.Barrier.ID).Strs("target", membership.Names(a.Barrier.Target)).
 			Strs("participants", a.Barrier.Participants).Msg("Migration barrier created")
-		return d.o.Store.CreateBarrier(a.Barrier)
+		return nil
 	case SwitchView:
 		d.mu.Lock()
 		cur := d.view.Current
@@ -312,6 +321,7 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 			return err
 		}
 		d.o.Metrics.Rounds.WithLabelValues("aborted").Inc()
+		d.aborted.Add(1)
 		log.Warn().Str("round", a.Barrier.ID).Msg("Migration aborted: a participant left; restarting from the live members")
 		return nil
 	case LeaveDone:
@@ -435,6 +445,7 @@ type ClusterStatus struct {
 	Members      []membership.Member `json:"members"`
 	RingMembers  []string            `json:"ring_members"`
 	Epoch        int64               `json:"epoch"`
+	ViewEpoch    int64               `json:"view_epoch"`
 	Migrating    bool                `json:"migrating"`
 	Pending      bool                `json:"pending"`
 	Round        string              `json:"round,omitempty"`
@@ -442,8 +453,10 @@ type ClusterStatus struct {
 	Participants []ParticipantStatus `json:"participants"`
 	Transfer     TransferStatus      `json:"transfer"`
 	LastRound    *RoundSummary       `json:"last_round,omitempty"`
-	GC           GCStats             `json:"gc"`
-	Leaving      bool                `json:"leaving"`
+	// RoundsAborted counts rounds this node aborted (a participant died).
+	RoundsAborted int64   `json:"rounds_aborted"`
+	GC            GCStats `json:"gc"`
+	Leaving       bool    `json:"leaving"`
 }
 
 // ParticipantStatus is one participant's registration and readiness.
@@ -482,6 +495,7 @@ func (d *Driver) Status() ClusterStatus {
 	out := ClusterStatus{
 		Node: d.o.Self.Name, Connected: s.Connected, Members: s.Members,
 		Migrating: d.status.Migrating, Pending: d.status.Pending, GC: d.lastGC, Leaving: d.leaving.Load(),
+		ViewEpoch: d.local.ViewEpoch, RoundsAborted: d.aborted.Load(),
 		Participants: []ParticipantStatus{},
 	}
 	if out.Members == nil {

@@ -9,8 +9,12 @@ import (
 
 // GCStats counts one reconcile pass.
 type GCStats struct {
-	Scanned, MarkedStale, Reowned, Collected, TombstonesPurged int64
-	Stale                                                      int64 // stale copies left after the pass
+	Scanned          int64 `json:"scanned"`
+	MarkedStale      int64 `json:"marked_stale"`
+	Reowned          int64 `json:"reowned"`
+	Collected        int64 `json:"collected"`
+	TombstonesPurged int64 `json:"tombstones_purged"`
+	Stale            int64 `json:"stale"` // stale copies left after the pass
 }
 
 // reconcile makes each local record's state match the view: copies this

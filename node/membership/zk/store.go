@@ -227,18 +227,25 @@ func (s *Store) InitRing(r membership.RingState) error {
 	return err
 }
 
-// CreateBarrier starts a round, with its participants directory, atomically.
-func (s *Store) CreateBarrier(b membership.Barrier) error {
+// CreateBarrier starts a round, with its participants directory,
+// atomically and only if the ring is still the one the round starts from:
+// a node acting on a snapshot older than the last commit cannot start a
+// round from a superseded ring.
+func (s *Store) CreateBarrier(b membership.Barrier, ring membership.RingState) error {
 	data, err := json.Marshal(b)
 	if err != nil {
 		return err
 	}
 	_, err = s.conn.Multi(
+		&zk.CheckVersionRequest{Path: s.p("ring"), Version: ring.Version},
 		&zk.CreateRequest{Path: s.p("migration"), Data: data, Acl: acl},
 		&zk.CreateRequest{Path: s.p("migration", "participants"), Acl: acl},
 	)
-	if errors.Is(err, zk.ErrNodeExists) {
+	switch {
+	case errors.Is(err, zk.ErrNodeExists):
 		return membership.ErrExists
+	case errors.Is(err, zk.ErrBadVersion):
+		return fmt.Errorf("%w: ring changed", membership.ErrConflict)
 	}
 	return err
 }
@@ -292,6 +299,19 @@ func (s *Store) Abort(b membership.Barrier) error {
 }
 
 func (s *Store) deleteRoundOps(b membership.Barrier) ([]any, error) {
+	// A barrier re-created for the next round starts at version 0 again,
+	// so check the round id as well as the version.
+	data, stat, err := s.conn.Get(s.p("migration"))
+	if errors.Is(err, zk.ErrNoNode) {
+		return nil, fmt.Errorf("%w: round %s already ended", membership.ErrConflict, b.ID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var cur membership.Barrier
+	if json.Unmarshal(data, &cur) != nil || cur.ID != b.ID || stat.Version != b.Version {
+		return nil, fmt.Errorf("%w: round %s already ended", membership.ErrConflict, b.ID)
+	}
 	parts, _, err := s.conn.Children(s.p("migration", "participants"))
 	if err != nil && !errors.Is(err, zk.ErrNoNode) {
 		return nil, err
