@@ -248,10 +248,21 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 			return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
 		}
 	}
+	var unasked []ring.Member
+	if next < len(old) && (cl == config.All || rand.Float64() < c.o.ReadRepairChance) {
+		unasked = candidates[next:len(old)]
+	}
+	return c.answer(ctx, id, got, unasked)
+}
+
+// answer picks the newest of the replies, repairs the replicas that lag
+// (and probes the owners in unasked), and maps "nothing" and tombstones to
+// storage.ErrNotFound.
+func (c *Coordinator) answer(ctx context.Context, id string, got []outcome, unasked []ring.Member) (storage.Record, error) {
 	newest := newestOf(got)
 	c.repairLagging(ctx, id, newest, got)
-	if next < len(old) && (cl == config.All || rand.Float64() < c.o.ReadRepairChance) {
-		c.probeAndRepair(ctx, id, newest, candidates[next:len(old)])
+	if len(unasked) > 0 {
+		c.probeAndRepair(ctx, id, newest, unasked)
 	}
 	if newest.Version.IsZero() || newest.Tombstone {
 		return storage.Record{}, storage.ErrNotFound
@@ -296,12 +307,7 @@ func (c *Coordinator) getMigrating(ctx context.Context, id string, cl config.Con
 			return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
 		}
 	}
-	newest := newestOf(got)
-	c.repairLagging(ctx, id, newest, got)
-	if newest.Version.IsZero() || newest.Tombstone {
-		return storage.Record{}, storage.ErrNotFound
-	}
-	return newest, nil
+	return c.answer(ctx, id, got, nil)
 }
 
 func newestOf(rs []outcome) storage.Record {
