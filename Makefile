@@ -8,7 +8,7 @@
 GO        ?= go
 BIN       ?= bin/goblocks
 PKGS      ?= ./...
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 
 export CGO_ENABLED ?= 0
 

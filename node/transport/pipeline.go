@@ -26,11 +26,10 @@ type pipeline struct {
 }
 
 type call struct {
-	ctx   context.Context
-	id    string
-	rec   storage.Record // apply
-	done  chan callResult
-	start time.Time
+	ctx  context.Context
+	id   string
+	rec  storage.Record // apply
+	done chan callResult
 }
 
 type callResult struct {

@@ -51,7 +51,6 @@ type Store struct {
 	self        membership.Member
 	memberPath  string // our ephemeral znode, "" when not (yet) registered
 	participant *membership.Participant
-	partRound   string
 }
 
 var acl = zk.WorldACL(zk.PermAll)
@@ -425,7 +424,6 @@ type entry struct {
 	data     []byte
 	version  int32
 	exists   bool
-	err      error
 }
 
 type versioned struct {
