@@ -388,3 +388,35 @@ func TestZKParticipantKilledMidMigration(t *testing.T) {
 	t.Logf("participant killed mid-round: round aborted (%d aborts seen), converged at epoch %d with ring %v; acknowledged writes %d (ids %d), client errors %d, lost 0",
 		aborted, st.Epoch, st.RingMembers, w.writes.Load(), acked, w.errors.Load())
 }
+
+// Without a ZooKeeper session a node must not coordinate: it cannot know
+// whether a migration started, so it answers 503 instead of writing by a
+// ring that may be stale.
+func TestZKNoSessionRefusesRequests(t *testing.T) {
+	c := zkCluster(t, 3, clusterOpts{storage: "memory"})
+	if _, err := c.put(0, "before", randomBlock(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.opts.zk.Stop()
+	eventually(t, 30*time.Second, func() error {
+		for i := range c.nodes {
+			status, body, _, err := c.do("PUT", c.url(i, "/block/after"), randomBlock(t))
+			if err != nil {
+				return err
+			}
+			if status != 503 || !strings.Contains(string(body), "no session") {
+				return fmt.Errorf("n%d answered %d %s, want 503 without a session", i, status, body)
+			}
+			status, _, _, _ = c.do("GET", c.url(i, "/health"), nil)
+			if status != 503 {
+				return fmt.Errorf("n%d health %d, want 503", i, status)
+			}
+		}
+		return nil
+	})
+	for i, n := range c.nodes {
+		if _, err := n.Engine().GetMeta("after"); err == nil {
+			t.Fatalf("n%d stored a write it refused", i)
+		}
+	}
+}
