@@ -30,22 +30,11 @@ func (c *Client) ApplyBatch(ctx context.Context, addr string, items []storage.It
 	if err := enc.Flush(); err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+wire.PathBatchApply, &body)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	if ctx.Value(transferKey{}) != nil {
-		req.Header.Set(wire.HeaderTransfer, "migration")
-	}
-	resp, err := c.do(req)
+	resp, err := c.post(ctx, addr, wire.PathBatchApply, &body)
 	if err != nil {
 		return nil, err
 	}
 	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return nil, remoteError(resp)
-	}
 	res := make([]byte, len(items)+1)
 	n, err := io.ReadFull(resp.Body, res)
 	if n != len(items) || (err != io.ErrUnexpectedEOF && err != nil) {
@@ -65,18 +54,11 @@ func (c *Client) FetchBatch(ctx context.Context, addr string, ids []string) ([]w
 	if err := wire.EncodeIDs(&body, ids); err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+wire.PathBatchFetch, &body)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.do(req)
+	resp, err := c.post(ctx, addr, wire.PathBatchFetch, &body)
 	if err != nil {
 		return nil, err
 	}
 	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return nil, remoteError(resp)
-	}
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
 	dec := wire.NewDecoder(br, c.max)
 	replies := make([]wire.FetchReply, len(ids))
@@ -113,4 +95,26 @@ type Transfers struct{ *Client }
 // ApplyBatch sends a migration batch.
 func (t Transfers) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error) {
 	return t.Client.ApplyBatch(context.WithValue(ctx, transferKey{}, true), addr, items)
+}
+
+// post sends a batch request and returns the response when the peer
+// answered 200; the caller drains it.
+func (c *Client) post(ctx context.Context, addr, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if ctx.Value(transferKey{}) != nil {
+		req.Header.Set(wire.HeaderTransfer, "migration")
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer drain(resp)
+		return nil, remoteError(resp)
+	}
+	return resp, nil
 }
