@@ -24,6 +24,7 @@ import (
 
 	"github.com/goblocks/goblocks/node/app"
 	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/slot"
 )
 
 var version = "dev"
@@ -81,6 +82,19 @@ func runNode(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
+	if cfg.ClaimSlot != "" {
+		s, err := slot.Claim(cfg.DataDir, cfg.ClaimSlot)
+		if err != nil {
+			log.Error().Err(err).Msg("start failed")
+			return 1
+		}
+		defer s.Release()
+		cfg.DataDir = s.Dir
+		if cfg.ReplicaName == "" {
+			cfg.ReplicaName = s.Name
+		}
+		log.Info().Str("slot", s.Name).Str("data_dir", s.Dir).Msg("claimed slot")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

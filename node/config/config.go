@@ -102,6 +102,11 @@ type Config struct {
 	MigrationRateLimit int64
 	// LeaveTimeout bounds the graceful leave on SIGTERM.
 	LeaveTimeout time.Duration
+	// ClaimSlot, when set to a prefix, makes the node claim the first free
+	// directory DataDir/<prefix>-N (see package slot), keep its data there
+	// and, unless ReplicaName is set, take <prefix>-N as its name: scaled
+	// replicas sharing one volume get stable names and their own data.
+	ClaimSlot string
 }
 
 // Default returns the defaults, each with the reason for its value.
@@ -142,7 +147,7 @@ func (c *Config) Validate() error {
 	if c.Port < 1 || c.Port > 65535 {
 		bad("port %d out of range 1-65535", c.Port)
 	}
-	if c.ReplicaName == "" || len(c.ReplicaName) > 255 || strings.ContainsAny(c.ReplicaName, "/ \t\n") {
+	if (c.ReplicaName == "" && c.ClaimSlot == "") || len(c.ReplicaName) > 255 || strings.ContainsAny(c.ReplicaName, "/ \t\n") {
 		bad("ReplicaName %q: want 1-255 characters without '/' or spaces", c.ReplicaName)
 	}
 	if c.ReplicaAddress == "" {
@@ -332,13 +337,14 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		fs.Int64Var(p, name, *p, usage+" (env "+name+")")
 	}
 	i64(&c.MigrationRateLimit, "MigrationRateLimit", "outgoing migration bytes/s, 0 = unlimited")
+	str(&c.ClaimSlot, "ClaimSlot", "claim DataDir/<prefix>-N as data dir and name (replicas sharing a volume)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		envErrs = append(envErrs, fmt.Errorf("%w: unexpected arguments %q", ErrInvalid, fs.Args()))
 	}
-	if c.ReplicaName == "" {
+	if c.ReplicaName == "" && c.ClaimSlot == "" {
 		c.ReplicaName, _ = os.Hostname()
 	}
 	if c.ReplicaAddress == "" {

@@ -98,3 +98,19 @@ func TestConsistencyRequired(t *testing.T) {
 		}
 	}
 }
+
+// With ClaimSlot the name comes from the claimed slot, not the hostname,
+// unless ReplicaName is set explicitly.
+func TestClaimSlotLeavesNameToSlot(t *testing.T) {
+	c, err := Load(nil, env(map[string]string{"ClaimSlot": "node", "ReplicaAddress": "10.0.0.1"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ReplicaName != "" || c.ClaimSlot != "node" {
+		t.Fatalf("got ReplicaName %q ClaimSlot %q", c.ReplicaName, c.ClaimSlot)
+	}
+	c, err = Load(nil, env(map[string]string{"ClaimSlot": "node", "ReplicaName": "fixed", "ReplicaAddress": "10.0.0.1"}), io.Discard)
+	if err != nil || c.ReplicaName != "fixed" {
+		t.Fatalf("explicit name: %q, %v", c.ReplicaName, err)
+	}
+}
