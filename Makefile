@@ -19,14 +19,16 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./node
 
-# The membership and migration tests run a real ZooKeeper from Debian's
-# package (no container registry needed).
+# The membership and migration tests run a real ZooKeeper, and the
+# observability tests a real Prometheus, both from Debian's packages (no
+# container registry needed).
 ZK_JAR := /usr/share/java/zookeeper.jar
+PROMETHEUS := /usr/bin/prometheus
 
 deps:
-	@if [ ! -f $(ZK_JAR) ]; then \
-	  echo "installing ZooKeeper (Debian package) for the integration tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null; \
+	@if [ ! -f $(ZK_JAR) ] || [ ! -x $(PROMETHEUS) ]; then \
+	  echo "installing ZooKeeper and Prometheus (Debian packages) for the integration tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zookeeper prometheus >/dev/null; \
 	fi
 
 test: deps
@@ -56,3 +58,69 @@ run: deps build
 
 clean:
 	rm -rf bin
+
+# ---- Docker Compose lab ------------------------------------------------
+#
+#   make up [N=3] [OBSERVABILITY=1]   build what is missing, start ZooKeeper,
+#                                     N nodes and Prometheus, wait for health
+#   make scale N=4                    add or remove nodes (a migration runs)
+#   make ps | logs | down             status, follow logs, remove everything
+#
+# Works offline: the node image is FROM scratch, and `make images` builds
+# the ZooKeeper and Prometheus images from Debian packages under the
+# official names when they are not present. OBSERVABILITY=1 adds Grafana
+# and Jaeger (official images: needs a registry) and turns tracing on.
+
+IMAGE            ?= goblocks:latest
+ZOOKEEPER_IMAGE  ?= zookeeper:3.8
+PROMETHEUS_IMAGE ?= prom/prometheus:v2.42.0
+GRAFANA_IMAGE    ?= grafana/grafana:10.4.2
+JAEGER_IMAGE     ?= jaegertracing/all-in-one:1.57
+NODE_PORTS       ?= 3001-3009
+PROJECT          ?= goblocks
+N                ?= 3
+# Seconds `make up` and `make scale` wait for healthy nodes and a settled ring.
+WAIT_TIMEOUT     ?= 300
+export IMAGE ZOOKEEPER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE JAEGER_IMAGE NODE_PORTS
+
+# The v2 plugin when the machine has it, else docker-compose v1 (>= 1.28).
+ifeq ($(origin COMPOSE),undefined)
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+endif
+COMPOSE_CMD = $(COMPOSE) -p $(PROJECT) -f docker-compose.yml \
+  $(if $(filter 1 true yes,$(OBSERVABILITY)),--env-file compose/observability.env)
+
+.PHONY: image images up down scale logs ps
+
+image: build
+	@mkdir -p bin/image-root/data
+	docker build -t $(IMAGE) .
+
+# Both in parallel (each is mostly a debootstrap download when missing).
+images:
+	@scripts/images/build-zookeeper.sh $(ZOOKEEPER_IMAGE) & zk=$$!; \
+	 scripts/images/build-prometheus.sh $(PROMETHEUS_IMAGE) & prom=$$!; \
+	 wait $$zk && wait $$prom
+
+up: images image
+	compose/rewind-ports.sh $(NODE_PORTS) $(IMAGE)
+	$(COMPOSE_CMD) up -d --remove-orphans --scale node=$(N)
+	COMPOSE="$(COMPOSE_CMD)" compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
+	@echo "Prometheus: http://localhost:9090$(if $(filter 1 true yes,$(OBSERVABILITY)),   Grafana: http://localhost:3000 (admin/admin)   Jaeger: http://localhost:16686)"
+
+scale:
+	$(COMPOSE_CMD) up -d --no-recreate --scale node=$(N)
+	COMPOSE="$(COMPOSE_CMD)" compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
+
+# Every profile, so Grafana and Jaeger go too; -v removes the node volume.
+# The data goes, so a graceful leave (which cannot finish when every node
+# leaves at once: it would wait LeaveTimeout) is cut short.
+DOWN_TIMEOUT ?= 10
+down:
+	$(COMPOSE) -p $(PROJECT) -f docker-compose.yml --profile observability down -v --remove-orphans -t $(DOWN_TIMEOUT)
+
+logs:
+	$(COMPOSE_CMD) logs -f --tail=100 $(SERVICE)
+
+ps:
+	$(COMPOSE_CMD) ps

@@ -81,6 +81,7 @@ func runNode(args []string, getenv func(string) string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "goblocks: LogLevel %q: %v\n", cfg.LogLevel, err)
 		return 2
 	}
+	cfg.Version = version
 	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
 	if cfg.ClaimSlot != "" {
 		s, err := slot.Claim(cfg.DataDir, cfg.ClaimSlot)

@@ -48,7 +48,15 @@ func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
 		}
 		items = append(items, storage.Item{ID: id, Record: rec})
 	}
-	s.o.Metrics.InternalPut.Add(float64(len(items)))
+	// Each record is one replica operation, counted as the single-record
+	// endpoints count it: tombstones are internal deletes.
+	for _, it := range items {
+		if it.Record.Tombstone {
+			s.o.Metrics.InternalDelete.Inc()
+		} else {
+			s.o.Metrics.InternalPut.Inc()
+		}
+	}
 	applied, err := s.o.Local.ApplyBatch(items)
 	if err != nil {
 		s.fail(w, r, "internalput", err)

@@ -47,7 +47,10 @@ func (s *server) requestLog(next http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		s.o.Logger.Debug().Str("request_id", id).Str("method", r.Method).Str("path", r.URL.Path).
+		s.o.Logger.Debug().Ctx(r.Context()).Str("request_id", id).Str("method", r.Method).Str("path", r.URL.Path).
 			Int("status", rec.status).Dur("duration", time.Since(start)).Msg("request")
 	})
 }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -18,10 +18,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/telemetry"
 )
 
 // Coordinator runs client requests across replicas (replication.Coordinator).
@@ -49,8 +53,11 @@ type Options struct {
 	OnTransferReceived func(blocks, bytes int64)
 	// Extra routes (admin, ui) registered by other packages.
 	Extra func(r *mux.Router)
-	// Middleware wraps every route (e.g. tracing); applied outermost first.
+	// Middleware wraps every route; applied outermost first.
 	Middleware []mux.MiddlewareFunc
+	// Tracing, when non-nil, gives every request a server span joined to
+	// the caller's trace (W3C traceparent).
+	Tracing *telemetry.Tracing
 }
 
 type server struct{ o Options }
@@ -69,6 +76,9 @@ func NewHandler(o Options) http.Handler {
 	// reach the validator as written instead of being decoded or cleaned.
 	r.SkipClean(true)
 	r.UseEncodedPath()
+	if o.Tracing != nil {
+		r.Use(s.traced()...)
+	}
 	for _, m := range o.Middleware {
 		r.Use(m)
 	}
@@ -144,8 +154,14 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, op string, err err
 	if status >= 500 {
 		ev = s.o.Logger.Warn()
 	}
-	ev.Err(err).Str("operation", op).Int("status", status).Str("block_id", mux.Vars(r)["id"]).
+	ev.Ctx(r.Context()).Err(err).Str("operation", op).Int("status", status).Str("block_id", mux.Vars(r)["id"]).
 		Str("request_id", requestID(r.Context())).Msg("request failed")
+	if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+		span.SetAttributes(attribute.String("error.description", err.Error()))
+		if status >= 500 {
+			span.SetStatus(codes.Error, err.Error())
+		}
+	}
 }
 
 func (s *server) blockID(r *http.Request) (string, error) {

@@ -30,6 +30,7 @@ import (
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/storage/memory"
 	"github.com/goblocks/goblocks/node/storage/pebble"
+	"github.com/goblocks/goblocks/node/telemetry"
 	"github.com/goblocks/goblocks/node/transport"
 )
 
@@ -43,6 +44,7 @@ type Node struct {
 	server   *http.Server
 	listener net.Listener
 	registry *prometheus.Registry
+	tracing  *telemetry.Tracing // nil: tracing off
 	// ZooKeeper mode only:
 	store  *zkstore.Store
 	driver *migration.Driver
@@ -54,9 +56,17 @@ type Node struct {
 // New builds a node from cfg. If ln is nil it listens on cfg.Port. Nothing
 // runs until Run.
 func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) {
-	n := &Node{cfg: cfg, log: log.With().Str("node", cfg.ReplicaName).Logger(), kill: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log.Hook(telemetry.TraceHook{}).With().Str("node", cfg.ReplicaName).Logger(), kill: make(chan struct{})}
 	var err error
+	n.tracing, err = telemetry.NewTracing(context.Background(), telemetry.TracingOptions{
+		URL: cfg.TracesURL(), Protocol: cfg.OTLPProtocol, ServiceName: cfg.ServiceName,
+		Instance: cfg.ReplicaName, Version: cfg.Version,
+	})
+	if err != nil {
+		return nil, err
+	}
 	if n.engine, err = openEngine(cfg, n.log); err != nil {
+		_ = n.tracing.Shutdown(context.Background())
 		return nil, err
 	}
 	n.registry = prometheus.NewRegistry()
@@ -66,7 +76,11 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	}, func() float64 { return float64(n.engine.Count()) }))
 
 	clock := hlc.NewClock(nil)
-	n.peers = transport.NewClient(transport.Options{Token: cfg.ClusterToken, MaxBlockSize: cfg.BlockSize})
+	peerOpts := transport.Options{Token: cfg.ClusterToken, MaxBlockSize: cfg.BlockSize}
+	if n.tracing != nil {
+		peerOpts.Propagator = n.tracing.Propagator
+	}
+	n.peers = transport.NewClient(peerOpts)
 	n.coord = replication.New(replication.Options{
 		Self:             cfg.ReplicaName,
 		Engine:           n.engine,
@@ -78,11 +92,13 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		ReplicaTimeout:   cfg.RequestTimeout,
 		Logger:           n.log,
 		Metrics:          replication.NewMetrics(n.registry),
+		Tracer:           n.tracing.Tracer("github.com/goblocks/goblocks/node/replication"),
 	})
 	fail := func(err error) (*Node, error) {
 		n.coord.Close()
 		n.peers.Close()
 		n.engine.Close()
+		_ = n.tracing.Shutdown(context.Background())
 		return nil, err
 	}
 	if cfg.Peers != "" {
@@ -103,6 +119,7 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Gatherer:    n.registry,
 		Logger:      n.log,
 		Extra:       n.adminRoutes,
+		Tracing:     n.tracing,
 	}
 	if n.driver != nil {
 		opts.Ready = n.driver.Ready
@@ -280,6 +297,9 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	n.peers.Close()
 	if err := n.engine.Close(); err != nil {
 		serveErr = errors.Join(serveErr, err)
+	}
+	if err := n.tracing.Shutdown(shutdownCtx); err != nil {
+		n.log.Warn().Err(err).Msg("flushing traces")
 	}
 	n.log.Info().Msg("node stopped")
 	if errors.Is(serveErr, http.ErrServerClosed) {

@@ -45,6 +45,9 @@ type clusterOpts struct {
 	grace    time.Duration // StaleGracePeriod (zk mode)
 	rateBps  int64         // MigrationRateLimit
 	logLevel zerolog.Level
+	logOut   io.Writer // where logs go at logLevel (default: the test log)
+	// tracesURL, when set, exports every node's spans there over OTLP/gRPC.
+	tracesURL string
 }
 
 func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
@@ -97,6 +100,7 @@ func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
 	cfg.ReplicationFactor = c.opts.rf
 	cfg.ClusterToken = c.opts.token
 	cfg.RequestTimeout = 3 * time.Second
+	cfg.OTLPEndpoint = c.opts.tracesURL
 	if c.opts.zk != nil {
 		cfg.ZKAddress = c.opts.zk.Addr
 		cfg.ZKRoot = c.opts.zkRoot
@@ -145,7 +149,9 @@ func (c *testCluster) start(t testing.TB, i int, ln net.Listener) {
 		}
 	}
 	log := zerolog.Nop()
-	if c.opts.logLevel != 0 {
+	if c.opts.logOut != nil {
+		log = zerolog.New(c.opts.logOut).Level(c.opts.logLevel)
+	} else if c.opts.logLevel != 0 {
 		log = zerolog.New(zerolog.NewTestWriter(t)).Level(c.opts.logLevel)
 	}
 	n, err := New(c.cfgs[i], ln, log)

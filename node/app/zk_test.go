@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/goblocks/goblocks/node/membership/zk/zktest"
 	"github.com/goblocks/goblocks/node/migration"
 	"github.com/goblocks/goblocks/node/storage"
@@ -273,6 +275,7 @@ func TestZKJoinUnderWrites(t *testing.T) {
 	if recv.ReceivedBlocks == 0 {
 		t.Fatal("the join moved no blocks to the new node")
 	}
+	checkJoinMetrics(t, c, joined, after.Epoch, recv.ReceivedBlocks)
 	t.Logf("join: epoch %d -> %d, %.2fs from start to stable (round %.2fs); acknowledged writes %d (ids %d), client errors %d, lost 0; "+
 		"new node received %d blocks (%.1f MB, from every old owner), %.1f MB/s over the round; stale copies readable before GC: %d",
 		before.Epoch, after.Epoch, secs, roundSecs, w.writes.Load(), acked, w.errors.Load(), recv.ReceivedBlocks,
@@ -419,4 +422,89 @@ func TestZKNoSessionRefusesRequests(t *testing.T) {
 			t.Fatalf("n%d stored a write it refused", i)
 		}
 	}
+}
+
+// checkJoinMetrics holds the migration, ring, GC and session metrics to
+// what the join did: they must agree with the cluster's own status.
+func checkJoinMetrics(t *testing.T, c *testCluster, joined int, epoch int64, received int64) {
+	t.Helper()
+	var sent, recvd, share float64
+	for _, i := range c.running() {
+		reg := c.nodes[i].Registry()
+		want := map[string]float64{
+			"blocks_ring_members": 4, "blocks_ring_epoch": float64(epoch), "blocks_migration_active": 0,
+			"blocks_migration_pending": 0, "blocks_zookeeper_session_connected": 1,
+		}
+		for name, v := range want {
+			if got := gatheredValue(t, reg, name); got != v {
+				t.Errorf("n%d %s = %v, want %v", i, name, got, v)
+			}
+		}
+		if got := gatheredValue(t, reg, "blocks_migration_rounds_total", "outcome", "committed"); got < 1 {
+			t.Errorf("n%d saw %v committed rounds", i, got)
+		}
+		sent += gatheredValue(t, reg, "blocks_migration_sent_blocks_total")
+		recvd += gatheredValue(t, reg, "blocks_migration_received_blocks_total")
+		share += gatheredValue(t, reg, "blocks_ring_owned_share")
+	}
+	if got := gatheredValue(t, c.nodes[joined].Registry(), "blocks_migration_received_blocks_total"); got != float64(received) {
+		t.Errorf("new node's received counter %v, status says %d", got, received)
+	}
+	// Every block sent was received (transfers are acknowledged batches).
+	if sent == 0 || sent != recvd {
+		t.Errorf("cluster sent %v blocks and received %v", sent, recvd)
+	}
+	if share < 0.999 || share > 1.001 {
+		t.Errorf("owned shares sum to %v, want 1", share)
+	}
+	// Stale copies are collected once the grace period ends.
+	eventually(t, 20*time.Second, func() error {
+		var stale, collected float64
+		for _, i := range c.running() {
+			stale += gatheredValue(t, c.nodes[i].Registry(), "blocks_stale_count")
+			collected += gatheredValue(t, c.nodes[i].Registry(), "blocks_gc_collected_total")
+		}
+		if stale != 0 || collected == 0 {
+			return fmt.Errorf("stale %v, collected %v", stale, collected)
+		}
+		return nil
+	})
+}
+
+// gatheredValue reads one sample (counter, gauge or untyped) from reg;
+// labels are name, value pairs. A missing series reads as 0.
+func gatheredValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Untyped != nil:
+				return m.Untyped.GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -107,6 +108,20 @@ type Config struct {
 	// and, unless ReplicaName is set, take <prefix>-N as its name: scaled
 	// replicas sharing one volume get stable names and their own data.
 	ClaimSlot string
+
+	// Tracing, by the standard OpenTelemetry variables. With neither
+	// endpoint set tracing is off and costs nothing.
+	OTLPEndpoint       string // OTEL_EXPORTER_OTLP_ENDPOINT (base URL)
+	OTLPTracesEndpoint string // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (full URL, wins)
+	// OTLPProtocol is grpc (the default: the original's examples use the
+	// collector's gRPC port 4317), http/protobuf or http/json.
+	OTLPProtocol string
+	ServiceName  string // OTEL_SERVICE_NAME
+	// TracesExporter is OTEL_TRACES_EXPORTER: otlp (default) or none.
+	TracesExporter string
+
+	// Version is the build's version (set by main, not configurable).
+	Version string
 }
 
 // Default returns the defaults, each with the reason for its value.
@@ -132,6 +147,9 @@ func Default() Config {
 		TombstoneGracePeriod: 24 * time.Hour,
 		GCInterval:           time.Minute,
 		LeaveTimeout:         5 * time.Minute,
+		OTLPProtocol:         "grpc",
+		ServiceName:          "goblocks", // the service the original's Jaeger steps select
+		TracesExporter:       "otlp",
 	}
 }
 
@@ -203,7 +221,36 @@ func (c *Config) Validate() error {
 	if c.RequestTimeout <= 0 {
 		bad("RequestTimeout %v: want > 0", c.RequestTimeout)
 	}
+	switch c.OTLPProtocol {
+	case "grpc", "http/protobuf", "http/json":
+	default:
+		bad("OTEL_EXPORTER_OTLP_PROTOCOL %q: want grpc, http/protobuf or http/json", c.OTLPProtocol)
+	}
+	if c.TracesExporter != "otlp" && c.TracesExporter != "none" {
+		bad("OTEL_TRACES_EXPORTER %q: want otlp or none", c.TracesExporter)
+	}
+	for _, e := range []string{c.OTLPEndpoint, c.OTLPTracesEndpoint} {
+		if u, err := url.Parse(e); e != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			bad("OTLP endpoint %q: want a URL like http://jaeger:4317", e)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// TracesURL is where spans are exported, following the OpenTelemetry
+// exporter spec: the traces endpoint as given, or the base endpoint (with
+// /v1/traces appended for the HTTP protocols). "" means tracing is off.
+func (c *Config) TracesURL() string {
+	if c.TracesExporter == "none" {
+		return ""
+	}
+	if c.OTLPTracesEndpoint != "" {
+		return c.OTLPTracesEndpoint
+	}
+	if c.OTLPEndpoint == "" || c.OTLPProtocol == "grpc" {
+		return c.OTLPEndpoint
+	}
+	return strings.TrimSuffix(c.OTLPEndpoint, "/") + "/v1/traces"
 }
 
 // AdvertiseAddress is host:port as peers dial it.
@@ -337,6 +384,17 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		fs.Int64Var(p, name, *p, usage+" (env "+name+")")
 	}
 	i64(&c.MigrationRateLimit, "MigrationRateLimit", "outgoing migration bytes/s, 0 = unlimited")
+	str(&c.OTLPEndpoint, "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint base URL; unset: tracing off")
+	str(&c.OTLPTracesEndpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTLP traces URL (overrides the base endpoint)")
+	str(&c.OTLPProtocol, "OTEL_EXPORTER_OTLP_PROTOCOL", "OTLP protocol: grpc, http/protobuf or http/json")
+	if v := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"); v != "" {
+		c.OTLPProtocol = v
+	}
+	str(&c.ServiceName, "OTEL_SERVICE_NAME", "service name in traces")
+	str(&c.TracesExporter, "OTEL_TRACES_EXPORTER", "otlp or none")
+	if getenv("OTEL_SDK_DISABLED") == "true" {
+		c.TracesExporter = "none"
+	}
 	str(&c.ClaimSlot, "ClaimSlot", "claim DataDir/<prefix>-N as data dir and name (replicas sharing a volume)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

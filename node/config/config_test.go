@@ -114,3 +114,36 @@ func TestClaimSlotLeavesNameToSlot(t *testing.T) {
 		t.Fatalf("explicit name: %q, %v", c.ReplicaName, err)
 	}
 }
+
+func TestTracesURL(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"}, "http://jaeger:4317"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318/", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "http://jaeger:4318/v1/traces"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:9/x", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, "http://b:9/x"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317", "OTEL_TRACES_EXPORTER": "none"}, ""},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317", "OTEL_SDK_DISABLED": "true"}, ""},
+	} {
+		tc.env["ReplicaName"], tc.env["ReplicaAddress"] = "n", "10.0.0.1"
+		c, err := Load(nil, env(tc.env), io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		if got := c.TracesURL(); got != tc.want {
+			t.Errorf("%v: TracesURL = %q, want %q", tc.env, got, tc.want)
+		}
+	}
+	for _, bad := range []map[string]string{
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": "jaeger:4317"},
+		{"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"},
+		{"OTEL_TRACES_EXPORTER": "zipkin"},
+	} {
+		bad["ReplicaName"], bad["ReplicaAddress"] = "n", "10.0.0.1"
+		if _, err := Load(nil, env(bad), io.Discard); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%v accepted: %v", bad, err)
+		}
+	}
+}

@@ -248,7 +248,9 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 		d.local.ViewEpoch, d.local.ViewRound = a.Ring.Epoch, ""
 		d.local.TransferRound, d.local.TransferDone = "", false
 		d.roundID = ""
-		if prevEpoch != 0 && a.Ring.Epoch > prevEpoch && roundID != "" {
+		// A joining node (no previous view) that took part in the round saw
+		// it end too.
+		if roundID != "" && a.Ring.Epoch > prevEpoch {
 			sum := RoundSummary{ID: roundID, Epoch: a.Ring.Epoch, Seconds: time.Since(started).Seconds()}
 			if prog != nil {
 				sum.SentBlocks, sum.SentBytes = prog.SentBlocks.Load(), prog.SentBytes.Load()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
@@ -60,6 +61,9 @@ type Options struct {
 	ReplicaTimeout time.Duration
 	Logger         zerolog.Logger
 	Metrics        *Metrics // may be nil
+	// Tracer, when set, records a span for every replica call; nil costs
+	// nothing.
+	Tracer trace.Tracer
 }
 
 // Coordinator runs client requests. It is safe for concurrent use. Calls
@@ -370,11 +374,11 @@ func (c *Coordinator) repair(ctx context.Context, m ring.Member, id string, newe
 		}
 		if err != nil {
 			c.o.Metrics.Repairs.WithLabelValues("failed").Inc()
-			c.o.Logger.Warn().Err(err).Str("block_id", id).Str("replica", m.Name).Msg("read repair failed")
+			c.o.Logger.Warn().Ctx(ctx).Err(err).Str("block_id", id).Str("replica", m.Name).Msg("read repair failed")
 			return
 		}
 		c.o.Metrics.Repairs.WithLabelValues("ok").Inc()
-		c.o.Logger.Debug().Str("block_id", id).Str("replica", m.Name).Str("version", newest.Version.String()).Msg("read repair")
+		c.o.Logger.Debug().Ctx(ctx).Str("block_id", id).Str("replica", m.Name).Str("version", newest.Version.String()).Msg("read repair")
 	})
 }
 
@@ -390,7 +394,9 @@ func (c *Coordinator) replaceCorrupt(id string, good storage.Record) error {
 	return err
 }
 
-func (c *Coordinator) applyTo(ctx context.Context, m ring.Member, id string, rec storage.Record) error {
+func (c *Coordinator) applyTo(ctx context.Context, m ring.Member, id string, rec storage.Record) (err error) {
+	ctx, end := c.replicaSpan(ctx, "replica.apply", m, id)
+	defer func() { end(err) }()
 	if m.Name == c.o.Self {
 		_, err := c.o.Engine.Apply(id, rec)
 		return err
@@ -398,9 +404,9 @@ func (c *Coordinator) applyTo(ctx context.Context, m ring.Member, id string, rec
 	return c.o.Peers.Apply(ctx, m.Addr, id, rec)
 }
 
-func (c *Coordinator) fetchFrom(ctx context.Context, m ring.Member, id string) (storage.Record, error) {
-	var rec storage.Record
-	var err error
+func (c *Coordinator) fetchFrom(ctx context.Context, m ring.Member, id string) (rec storage.Record, err error) {
+	ctx, end := c.replicaSpan(ctx, "replica.fetch", m, id)
+	defer func() { end(err) }()
 	if m.Name == c.o.Self {
 		rec, err = c.o.Engine.Get(id)
 	} else {
@@ -412,7 +418,15 @@ func (c *Coordinator) fetchFrom(ctx context.Context, m ring.Member, id string) (
 	return rec, err
 }
 
-func (c *Coordinator) fetchMetaFrom(ctx context.Context, m ring.Member, id string) (storage.Meta, error) {
+func (c *Coordinator) fetchMetaFrom(ctx context.Context, m ring.Member, id string) (meta storage.Meta, err error) {
+	ctx, end := c.replicaSpan(ctx, "replica.fetch_meta", m, id)
+	defer func() {
+		if errors.Is(err, storage.ErrNotFound) {
+			end(nil)
+			return
+		}
+		end(err)
+	}()
 	if m.Name == c.o.Self {
 		return c.o.Engine.GetMeta(id)
 	}

@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
 )
@@ -29,8 +32,13 @@ type Options struct {
 	Token string
 	// MaxBlockSize bounds the payload read from a peer.
 	MaxBlockSize int
-	// Wrap, when set, wraps the HTTP transport (e.g. for tracing).
+	// Wrap, when set, wraps the HTTP transport.
 	Wrap func(http.RoundTripper) http.RoundTripper
+	// Propagator, when set, carries the caller's trace to the peer. Calls
+	// made under a sampled span then travel in requests of their own
+	// instead of shared batches, so the replica's span joins that trace;
+	// unsampled calls keep batching.
+	Propagator propagation.TextMapPropagator
 }
 
 // Client calls other nodes' /internal endpoints. It is safe for concurrent
@@ -39,6 +47,7 @@ type Client struct {
 	http  *http.Client
 	token string
 	max   int
+	prop  propagation.TextMapPropagator
 
 	stats      struct{ batches, calls atomic.Int64 }
 	pipes      pipelines
@@ -64,7 +73,7 @@ func NewClient(o Options) *Client {
 	if o.MaxBlockSize <= 0 {
 		o.MaxBlockSize = 4096
 	}
-	c := &Client{http: &http.Client{Transport: rt}, token: o.Token, max: o.MaxBlockSize}
+	c := &Client{http: &http.Client{Transport: rt}, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator}
 	c.pipes.closing = make(chan struct{})
 	c.closingCtx, c.closeCtx = context.WithCancel(context.Background())
 	return c
@@ -89,6 +98,9 @@ func blockURL(addr, id string) string {
 }
 
 func (c *Client) do(req *http.Request) (*http.Response, error) {
+	if c.prop != nil {
+		c.prop.Inject(req.Context(), propagation.HeaderCarrier(req.Header))
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -98,6 +110,9 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 // Apply sends rec to the peer, which stores it if newer. Concurrent calls
 // to one peer share batch requests.
 func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record) error {
+	if c.traced(ctx) {
+		return c.ApplyOne(ctx, addr, id, rec)
+	}
 	_, err := c.submit(ctx, addr, true, &call{id: id, rec: rec})
 	return err
 }
@@ -105,8 +120,17 @@ func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record)
 // Fetch returns the peer's local record of id; storage.ErrNotFound when it
 // holds none. Concurrent calls to one peer share batch requests.
 func (c *Client) Fetch(ctx context.Context, addr, id string) (storage.Record, error) {
+	if c.traced(ctx) {
+		return c.FetchOne(ctx, addr, id)
+	}
 	r, err := c.submit(ctx, addr, false, &call{id: id})
 	return r.rec, err
+}
+
+// traced reports whether a call belongs to a sampled trace that the peer
+// should continue.
+func (c *Client) traced(ctx context.Context) bool {
+	return c.prop != nil && trace.SpanContextFromContext(ctx).IsSampled()
 }
 
 // ApplyOne sends rec in a request of its own (PUT or DELETE

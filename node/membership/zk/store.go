@@ -359,16 +359,6 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 		snap.Members = append(snap.Members, m)
 	}
 	membership.SortByName(dedupe(snap.Members))
-	if data, ok, err := w.dataVersion(s.p("ring")); err != nil {
-		return snap, err
-	} else if ok {
-		var r membership.RingState
-		if err := json.Unmarshal(data.data, &r); err != nil {
-			return snap, fmt.Errorf("decode ring: %w", err)
-		}
-		r.Version = data.version
-		snap.Ring = &r
-	}
 	if data, ok, err := w.dataVersion(s.p("migration")); err != nil {
 		return snap, err
 	} else if ok {
@@ -393,6 +383,26 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 			}
 		}
 	}
+	// A commit deletes the barrier and sets the ring in one multi, but
+	// their watch events arrive one at a time: having seen the barrier go,
+	// read the ring afresh rather than from a cache whose watch may not
+	// have fired yet. Otherwise the node would see "round over, ring
+	// unchanged" (an abort) and route by the old ring until the ring's
+	// event arrives, writing only to the old owners meanwhile.
+	if w.sawBarrier && snap.Barrier == nil {
+		w.forget("d:" + s.p("ring"))
+	}
+	w.sawBarrier = snap.Barrier != nil
+	if data, ok, err := w.dataVersion(s.p("ring")); err != nil {
+		return snap, err
+	} else if ok {
+		var r membership.RingState
+		if err := json.Unmarshal(data.data, &r); err != nil {
+			return snap, fmt.Errorf("decode ring: %w", err)
+		}
+		r.Version = data.version
+		snap.Ring = &r
+	}
 	snap.Members = dedupe(snap.Members)
 	return snap, nil
 }
@@ -414,8 +424,9 @@ func dedupe(ms []membership.Member) []membership.Member {
 // entry is read again only after its watch fired, so watches never pile
 // up on znodes that do not change.
 type watcher struct {
-	conn    *zk.Conn
-	entries map[string]*entry
+	conn       *zk.Conn
+	entries    map[string]*entry
+	sawBarrier bool // the last read found a barrier
 }
 
 type entry struct {
@@ -434,6 +445,10 @@ type versioned struct {
 func newWatcher(conn *zk.Conn) *watcher { return &watcher{conn: conn, entries: map[string]*entry{}} }
 
 func (w *watcher) reset() { w.entries = map[string]*entry{} }
+
+// forget drops a cached entry so the next read fetches it again. Its old
+// watch may still fire later; that costs one extra read, nothing more.
+func (w *watcher) forget(key string) { delete(w.entries, key) }
 
 func (w *watcher) children(p string) ([]string, error) {
 	key := "c:" + p
