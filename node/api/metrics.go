@@ -10,6 +10,10 @@ type Metrics struct {
 	PutDuration, GetDuration, DeleteDuration              prometheus.Histogram
 }
 
+// serverErrorCodes are the codes errorStatus maps to 5xx: the errors that
+// count against the availability SLO (prometheus/rules).
+var serverErrorCodes = []string{"internal", "corrupt", "unavailable", "shutting_down"}
+
 // latencyBuckets span 100µs (a local memory read) to 5s (the request
 // timeout) so p50 through p99 of every operation fall inside a bucket.
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
@@ -36,6 +40,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PutDuration:    hist("blocks_put_duration", "PUT operation latency in seconds."),
 		GetDuration:    hist("blocks_get_duration", "GET operation latency in seconds."),
 		DeleteDuration: hist("blocks_delete_duration", "DELETE operation latency in seconds."),
+	}
+	// Series exist from the start at zero: a counter born at its first
+	// error would hide that error from rate() and the SLO burn rates.
+	for _, op := range []string{"put", "get", "delete"} {
+		for _, code := range serverErrorCodes {
+			m.Errors.WithLabelValues(op, code)
+		}
 	}
 	if reg != nil {
 		reg.MustRegister(m.Put, m.Get, m.Delete, m.InternalPut, m.InternalDelete, m.Health,

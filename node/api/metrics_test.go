@@ -224,3 +224,28 @@ func TestBatchApplyCountsRecords(t *testing.T) {
 		t.Errorf("internaldelete = %v, want 1", got)
 	}
 }
+
+// Every server-side error series exists at zero before the first error, so
+// rate() over it sees that error (the SLO rules depend on it).
+func TestServerErrorSeriesStartAtZero(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	got := errorCounts(m)
+	for _, op := range []string{"put", "get", "delete"} {
+		for _, code := range serverErrorCodes {
+			if v, ok := got[op+"/"+code]; !ok || v != 0 {
+				t.Errorf("series %s/%s: present %v value %v", op, code, ok, v)
+			}
+		}
+	}
+	// The list matches errorStatus: each code is a 5xx.
+	for _, err := range []error{errors.New("x"), storage.ErrCorrupt, replication.ErrUnavailable, storage.ErrClosed} {
+		status, code := errorStatus(err)
+		found := false
+		for _, c := range serverErrorCodes {
+			found = found || c == code
+		}
+		if status < 500 || !found {
+			t.Errorf("%v maps to %d %s, not a listed server error", err, status, code)
+		}
+	}
+}

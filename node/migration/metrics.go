@@ -61,6 +61,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		SessionConnected:   g("blocks_zookeeper_session_connected", "1 while the node has a ZooKeeper session."),
 		SessionTransitions: c("blocks_zookeeper_session_transitions_total", "ZooKeeper session state changes."),
 	}
+	// Pre-create the outcomes so the first round shows in rate().
+	m.Rounds.WithLabelValues("committed")
+	m.Rounds.WithLabelValues("aborted")
 	if reg != nil {
 		reg.MustRegister(m.Migrating, m.Pending, m.Participants, m.ParticipantsReady, m.TransferPlanned,
 			m.SentBlocks, m.SentBytes, m.ReceivedBlocks, m.ReceivedBytes, m.Rounds, m.RoundDuration,

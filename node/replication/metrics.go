@@ -27,6 +27,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "blocks_quorum_failures_total", Help: "Requests that could not reach their consistency level.",
 		}, []string{"operation"}),
 	}
+	// Pre-create the labelled series so the first event shows in rate().
+	m.Repairs.WithLabelValues("ok")
+	m.Repairs.WithLabelValues("failed")
+	m.QuorumFailures.WithLabelValues("read")
+	m.QuorumFailures.WithLabelValues("write")
 	if reg != nil {
 		reg.MustRegister(m.Repairs, m.RepairsDropped, m.Fallbacks, m.QuorumFailures)
 	}
