@@ -90,7 +90,7 @@ endif
 COMPOSE_CMD = $(COMPOSE) -p $(PROJECT) -f docker-compose.yml \
   $(if $(filter 1 true yes,$(OBSERVABILITY)),--env-file compose/observability.env)
 
-.PHONY: image images up down scale logs ps
+.PHONY: image images up down scale logs ps e2e
 
 image: build
 	@mkdir -p bin/image-root/data
@@ -124,3 +124,12 @@ logs:
 
 ps:
 	$(COMPOSE_CMD) ps
+
+# ---- End-to-end suite ----------------------------------------------------
+#
+# testcontainers-go against real node and ZooKeeper containers (e2e/, build
+# tag e2e). Ryuk cannot be pulled offline: the suite cleans up itself.
+E2E_TIMEOUT ?= 25m
+e2e: images image
+	TESTCONTAINERS_RYUK_DISABLED=true GOBLOCKS_IMAGE=$(IMAGE) ZOOKEEPER_IMAGE=$(ZOOKEEPER_IMAGE) \
+	  $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/
