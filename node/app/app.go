@@ -5,7 +5,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -209,13 +207,6 @@ func (n *Node) zkMembership() error {
 		Metrics:        metrics,
 	})
 	return nil
-}
-
-func (n *Node) adminRoutes(r *mux.Router) {
-	r.Handle("/admin/cluster", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(n.ClusterStatus())
-	}})
 }
 
 // ClusterStatus is the node's view of the cluster (GET /admin/cluster).

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -187,4 +188,41 @@ func TestRestartKeepsAcknowledgedBlocks(t *testing.T) {
 		}
 	}
 	t.Logf("acknowledged=%d lost=%d after full-cluster restart", blocks, lost)
+}
+
+// The admin endpoints describe the ring and the node's own store.
+func TestAdminRingAndCluster(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{storage: "memory"})
+	if _, err := c.put(0, "admin-1", randomBlock(t)); err != nil {
+		t.Fatal(err)
+	}
+	status, body, _, err := c.do("GET", c.url(1, "/admin/ring"), nil)
+	if err != nil || status != 200 {
+		t.Fatalf("/admin/ring: %d %v", status, err)
+	}
+	var rs RingStatus
+	if err := json.Unmarshal(body, &rs); err != nil {
+		t.Fatal(err)
+	}
+	if rs.Ring == nil || len(rs.Ring.Members) != 3 || len(rs.Ring.VNodes) != 3*20 || rs.RF != 3 {
+		t.Fatalf("ring status %+v", rs)
+	}
+	var share float64
+	for _, m := range rs.Ring.Members {
+		share += m.Share
+	}
+	if share < 0.999 || share > 1.001 {
+		t.Fatalf("shares sum to %v", share)
+	}
+	status, body, _, err = c.do("GET", c.url(2, "/admin/cluster"), nil)
+	if err != nil || status != 200 {
+		t.Fatalf("/admin/cluster: %d %v", status, err)
+	}
+	var ns NodeStatus
+	if err := json.Unmarshal(body, &ns); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Node != "n2" || ns.Blocks != 1 || ns.Addr == "" || len(ns.RingMembers) != 3 {
+		t.Fatalf("node status %+v", ns)
+	}
 }

@@ -1,0 +1,98 @@
+package app
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+
+	"github.com/goblocks/goblocks/node/api"
+	"github.com/goblocks/goblocks/node/migration"
+	"github.com/goblocks/goblocks/node/ring"
+)
+
+// NodeStatus is GET /admin/cluster: the node's view of the cluster plus
+// what it stores itself, so a client can build a per-node table by asking
+// each member.
+type NodeStatus struct {
+	migration.ClusterStatus
+	Addr   string `json:"addr"`
+	Blocks int64  `json:"blocks"` // copies stored here (owned and stale)
+}
+
+// RingStatus is GET /admin/ring: the ring this node routes by (and the
+// target ring while a migration runs), for the CLI's ring table and /ui.
+type RingStatus struct {
+	Node   string     `json:"node"`
+	Epoch  int64      `json:"epoch"`
+	RF     int        `json:"rf"`
+	Ring   *RingTable `json:"ring"`
+	Target *RingTable `json:"target,omitempty"`
+}
+
+// RingTable lists members with their share and every vnode token. Tokens
+// are decimal strings: JSON numbers lose precision past 2^53.
+type RingTable struct {
+	Members []RingMember `json:"members"`
+	VNodes  []RingVNode  `json:"vnodes"`
+}
+
+// RingMember is one node of a RingTable.
+type RingMember struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	VNodes int    `json:"vnodes"`
+	// Share is the fraction of all replicas the node holds (sums to 1);
+	// PrimaryShare the fraction of the key space it is first owner of.
+	Share        float64 `json:"share"`
+	PrimaryShare float64 `json:"primary_share"`
+}
+
+// RingVNode is one token.
+type RingVNode struct {
+	Token string `json:"token"`
+	Node  string `json:"node"`
+}
+
+func (n *Node) adminRoutes(r *mux.Router) {
+	r.Handle("/admin/cluster", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
+		writeAdminJSON(w, NodeStatus{ClusterStatus: n.ClusterStatus(), Addr: n.cfg.AdvertiseAddress(), Blocks: int64(n.engine.Count())})
+	}})
+	r.Handle("/admin/ring", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
+		writeAdminJSON(w, n.RingStatus())
+	}})
+}
+
+func writeAdminJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// RingStatus describes the ring this node routes by.
+func (n *Node) RingStatus() RingStatus {
+	st := RingStatus{Node: n.cfg.ReplicaName, RF: n.cfg.ReplicationFactor}
+	v := n.coord.View()
+	if v == nil {
+		return st
+	}
+	st.Epoch = n.ClusterStatus().Epoch
+	st.Ring = ringTable(v.Current, v.RF)
+	if v.Target != nil {
+		st.Target = ringTable(v.Target, v.RF)
+	}
+	return st
+}
+
+func ringTable(r *ring.Ring, rf int) *RingTable {
+	shares, primary := r.Shares(rf), r.PrimaryShares()
+	t := &RingTable{Members: []RingMember{}, VNodes: []RingVNode{}}
+	for _, m := range r.Members() {
+		t.Members = append(t.Members, RingMember{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes, Share: shares[m.Name], PrimaryShare: primary[m.Name]})
+	}
+	for _, vn := range r.VNodes() {
+		t.VNodes = append(t.VNodes, RingVNode{Token: strconv.FormatUint(vn.Token, 10), Node: vn.Node})
+	}
+	return t
+}
