@@ -19,16 +19,17 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./node
 
-# The membership and migration tests run a real ZooKeeper, and the
-# observability tests a real Prometheus, both from Debian's packages (no
-# container registry needed).
+# The membership and migration tests run a real ZooKeeper, the
+# observability tests a real Prometheus and the /ui test headless Chromium,
+# all from Debian's packages (no container registry needed).
 ZK_JAR := /usr/share/java/zookeeper.jar
 PROMETHEUS := /usr/bin/prometheus
 
 deps:
-	@if [ ! -f $(ZK_JAR) ] || [ ! -x $(PROMETHEUS) ]; then \
-	  echo "installing ZooKeeper and Prometheus (Debian packages) for the integration tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends zookeeper prometheus >/dev/null; \
+	@if [ ! -f $(ZK_JAR) ] || [ ! -x $(PROMETHEUS) ] || ! command -v chromium >/dev/null; then \
+	  echo "installing ZooKeeper, Prometheus and Chromium (Debian packages) for the integration tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    zookeeper prometheus chromium fonts-dejavu-core >/dev/null; \
 	fi
 
 test: deps

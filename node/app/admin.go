@@ -10,6 +10,7 @@ import (
 	"github.com/goblocks/goblocks/node/api"
 	"github.com/goblocks/goblocks/node/migration"
 	"github.com/goblocks/goblocks/node/ring"
+	"github.com/goblocks/goblocks/node/ui"
 )
 
 // NodeStatus is GET /admin/cluster: the node's view of the cluster plus
@@ -62,6 +63,7 @@ func (n *Node) adminRoutes(r *mux.Router) {
 	r.Handle("/admin/ring", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
 		writeAdminJSON(w, n.RingStatus())
 	}})
+	ui.Register(r) // GET /ui: the operator page, drawn from the two endpoints above
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/goblocks/goblocks/node/api"
 	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/hints"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/membership"
 	zkstore "github.com/goblocks/goblocks/node/membership/zk"
@@ -43,6 +45,8 @@ type Node struct {
 	listener net.Listener
 	registry *prometheus.Registry
 	tracing  *telemetry.Tracing // nil: tracing off
+	hints    *hints.Hints       // nil: HintWindow 0
+	hintsDB  storage.Engine
 	// ZooKeeper mode only:
 	store  *zkstore.Store
 	driver *migration.Driver
@@ -63,9 +67,18 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	if err != nil {
 		return nil, err
 	}
-	if n.engine, err = openEngine(cfg, n.log); err != nil {
+	if n.engine, err = openEngine(cfg, cfg.DataDir, n.log); err != nil {
 		_ = n.tracing.Shutdown(context.Background())
 		return nil, err
+	}
+	if cfg.HintWindow > 0 {
+		// Hints live in an engine of their own so that scans by migration
+		// and GC never meet them.
+		if n.hintsDB, err = openEngine(cfg, filepath.Join(cfg.DataDir, "hints"), n.log); err != nil {
+			n.engine.Close()
+			_ = n.tracing.Shutdown(context.Background())
+			return nil, err
+		}
 	}
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -79,6 +92,18 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		peerOpts.Propagator = n.tracing.Propagator
 	}
 	n.peers = transport.NewClient(peerOpts)
+	var hinter replication.Hinter
+	if n.hintsDB != nil {
+		n.hints = hints.New(hints.Options{
+			Engine:  n.hintsDB,
+			Sender:  n.peers,
+			Resolve: n.memberAddr,
+			Window:  cfg.HintWindow,
+			Logger:  n.log,
+			Metrics: hints.NewMetrics(n.registry),
+		})
+		hinter = n.hints
+	}
 	n.coord = replication.New(replication.Options{
 		Self:             cfg.ReplicaName,
 		Engine:           n.engine,
@@ -91,11 +116,15 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Logger:           n.log,
 		Metrics:          replication.NewMetrics(n.registry),
 		Tracer:           n.tracing.Tracer("github.com/goblocks/goblocks/node/replication"),
+		Hints:            hinter,
 	})
 	fail := func(err error) (*Node, error) {
 		n.coord.Close()
 		n.peers.Close()
 		n.engine.Close()
+		if n.hintsDB != nil {
+			n.hintsDB.Close()
+		}
 		_ = n.tracing.Shutdown(context.Background())
 		return nil, err
 	}
@@ -137,18 +166,35 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	return n, nil
 }
 
-func openEngine(cfg config.Config, log zerolog.Logger) (storage.Engine, error) {
+func openEngine(cfg config.Config, dir string, log zerolog.Logger) (storage.Engine, error) {
 	if cfg.Storage == "memory" {
 		return memory.New(), nil
 	}
 	opts := pebble.Options{Logf: func(format string, args ...any) {
-		log.Info().Str("component", "pebble").Msgf(format, args...)
+		log.Info().Str("component", "pebble").Str("dir", dir).Msgf(format, args...)
 	}}
-	e, err := pebble.Open(cfg.DataDir, opts)
+	e, err := pebble.Open(dir, opts)
 	if err != nil {
-		return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
+		return nil, fmt.Errorf("open storage in %s: %w", dir, err)
 	}
 	return e, nil
+}
+
+// memberAddr finds a node's address in the rings this node routes by.
+func (n *Node) memberAddr(name string) (string, bool) {
+	v := n.coord.View()
+	if v == nil {
+		return "", false
+	}
+	for _, r := range []*ring.Ring{v.Current, v.Target} {
+		if r == nil {
+			continue
+		}
+		if m, ok := r.Member(name); ok {
+			return m.Addr, true
+		}
+	}
+	return "", false
 }
 
 // staticMembership routes by a fixed ring from the Peers list: a test and
@@ -257,6 +303,12 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	} else {
 		close(driverDone)
 	}
+	hintsDone := make(chan struct{})
+	if n.hints != nil {
+		go func() { defer close(hintsDone); _ = n.hints.Run(driverCtx) }()
+	} else {
+		close(hintsDone)
+	}
 	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.cfg.AdvertiseAddress()).Msg("node serving")
 	var serveErr error
 	select {
@@ -276,6 +328,7 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	}
 	stopDriver()
 	<-driverDone
+	<-hintsDone
 	if n.store != nil {
 		n.store.Close() // ephemeral znodes go now, not after the session timeout
 	}
@@ -284,10 +337,15 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	if err := n.server.Shutdown(shutdownCtx); err != nil {
 		n.log.Warn().Err(err).Msg("shutdown")
 	}
-	n.coord.Close()
+	n.coord.Close() // its last failed replica calls may still store hints
 	n.peers.Close()
 	if err := n.engine.Close(); err != nil {
 		serveErr = errors.Join(serveErr, err)
+	}
+	if n.hintsDB != nil {
+		if err := n.hintsDB.Close(); err != nil {
+			serveErr = errors.Join(serveErr, err)
+		}
 	}
 	if err := n.tracing.Shutdown(shutdownCtx); err != nil {
 		n.log.Warn().Err(err).Msg("flushing traces")

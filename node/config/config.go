@@ -103,6 +103,9 @@ type Config struct {
 	MigrationRateLimit int64
 	// LeaveTimeout bounds the graceful leave on SIGTERM.
 	LeaveTimeout time.Duration
+	// HintWindow is how long a write a replica missed is kept for it
+	// (hinted handoff); 0 turns hints off.
+	HintWindow time.Duration
 	// ClaimSlot, when set to a prefix, makes the node claim the first free
 	// directory DataDir/<prefix>-N (see package slot), keep its data there
 	// and, unless ReplicaName is set, take <prefix>-N as its name: scaled
@@ -147,6 +150,7 @@ func Default() Config {
 		TombstoneGracePeriod: 24 * time.Hour,
 		GCInterval:           time.Minute,
 		LeaveTimeout:         5 * time.Minute,
+		HintWindow:           3 * time.Hour, // Cassandra's max_hint_window
 		OTLPProtocol:         "grpc",
 		ServiceName:          "goblocks", // the service the original's Jaeger steps select
 		TracesExporter:       "otlp",
@@ -211,6 +215,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GCInterval <= 0 || c.LeaveTimeout <= 0 {
 		bad("GCInterval %v and LeaveTimeout %v must be > 0", c.GCInterval, c.LeaveTimeout)
+	}
+	if c.HintWindow < 0 {
+		bad("HintWindow %v is negative", c.HintWindow)
 	}
 	if c.MigrationRateLimit < 0 {
 		bad("MigrationRateLimit %d is negative", c.MigrationRateLimit)
@@ -373,6 +380,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	dur(&c.TombstoneGracePeriod, "TombstoneGracePeriod", "how long delete markers are kept")
 	dur(&c.GCInterval, "GCInterval", "how often stale copies are examined")
 	dur(&c.LeaveTimeout, "LeaveTimeout", "longest graceful leave on SIGTERM")
+	dur(&c.HintWindow, "HintWindow", "how long writes a replica missed are kept for it (0: no hinted handoff)")
 	i64 := func(p *int64, name, usage string) {
 		if v := getenv(name); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)

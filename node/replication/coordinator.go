@@ -64,6 +64,15 @@ type Options struct {
 	// Tracer, when set, records a span for every replica call; nil costs
 	// nothing.
 	Tracer trace.Tracer
+	// Hints, when set, keeps each write a replica did not take, for
+	// delivery when it is back (hinted handoff).
+	Hints Hinter
+}
+
+// Hinter stores a record for a replica that a write could not reach. Add
+// must be safe for concurrent use and must not block on the replica.
+type Hinter interface {
+	Add(replica, id string, rec storage.Record)
 }
 
 // Coordinator runs client requests. It is safe for concurrent use. Calls
@@ -158,7 +167,11 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 	results := make(chan outcome, len(targets))
 	for _, m := range targets {
 		c.background(ctx, func(rctx context.Context) {
-			results <- outcome{member: m, err: c.applyTo(rctx, m, id, rec)}
+			err := c.applyTo(rctx, m, id, rec)
+			if err != nil && m.Name != c.o.Self && c.o.Hints != nil {
+				c.o.Hints.Add(m.Name, id, rec)
+			}
+			results <- outcome{member: m, err: err}
 		})
 	}
 	var errs []error
