@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +23,8 @@ import (
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
+
+	goblocks "github.com/goblocks/goblocks/client"
 )
 
 const (
@@ -318,12 +319,8 @@ func (c *cluster) reconnect(t *testing.T, n *node) {
 		t.Fatalf("%s: mapped port: %v", n.name, err)
 	}
 	if err := poll(ctx, 60*time.Second, func() error {
-		status, body, _, err := c.do(http.MethodGet, n.base()+"/health", nil)
-		if err != nil {
-			return err
-		}
-		if status != http.StatusOK {
-			return fmt.Errorf("%s health %d %s", n.name, status, body)
+		if _, err := c.api(n).Health(ctx, ""); err != nil {
+			return fmt.Errorf("%s health: %w", n.name, err)
 		}
 		return nil
 	}); err != nil {
@@ -388,7 +385,43 @@ func (c *cluster) writeLogs(dir string, ctrs map[string]*testcontainers.DockerCo
 	return nil
 }
 
-// do sends one request and reads the whole answer.
+// api is a client of node n alone: the scenarios judge each node's own
+// answers, so the client must not fail over to another node.
+func (c *cluster) api(n *node) *goblocks.Client {
+	cl, err := goblocks.New([]string{n.base()}, goblocks.WithHTTPClient(c.http), goblocks.WithRetries(0))
+	if err != nil {
+		panic(err) // base() is always an http://host:port URL
+	}
+	return cl
+}
+
+// put writes id through n and returns the version it got.
+func (c *cluster) put(n *node, id string, data []byte) (string, error) {
+	return c.api(n).Put(context.Background(), id, data)
+}
+
+// get reads id through n as the checks judge a read: 200 and the payload,
+// or the error status the node answered (404, 503, ...) and its message;
+// a node that could not be reached is status 0 and the error.
+func (c *cluster) get(n *node, id string) (int, []byte, error) {
+	body, err := c.api(n).Get(context.Background(), id)
+	var e *goblocks.Error
+	switch {
+	case err == nil:
+		return http.StatusOK, body, nil
+	case errors.As(err, &e) && e.Status != 0:
+		return e.Status, []byte(e.Message), nil
+	}
+	return 0, nil, err
+}
+
+// del deletes id through n.
+func (c *cluster) del(n *node, id string) error {
+	return c.api(n).Delete(context.Background(), id)
+}
+
+// do sends one request and reads the whole answer (endpoints package
+// client does not cover: /metrics, /internal/*).
 func (c *cluster) do(method, url string, body []byte) (int, []byte, http.Header, error) {
 	var rd io.Reader
 	if body != nil {
@@ -407,63 +440,15 @@ func (c *cluster) do(method, url string, body []byte) (int, []byte, http.Header,
 	return resp.StatusCode, b, resp.Header, err
 }
 
-// clusterStatus is the JSON of GET /admin/cluster (the fields the suite
-// reads; copied, not imported, from node/migration).
-type clusterStatus struct {
-	Node      string `json:"node"`
-	Connected bool   `json:"connected"`
-	Members   []struct {
-		Name    string `json:"name"`
-		Addr    string `json:"addr"`
-		VNodes  int    `json:"vnodes"`
-		Leaving bool   `json:"leaving"`
-	} `json:"members"`
-	RingMembers  []string `json:"ring_members"`
-	Epoch        int64    `json:"epoch"`
-	ViewEpoch    int64    `json:"view_epoch"`
-	Migrating    bool     `json:"migrating"`
-	Pending      bool     `json:"pending"`
-	Round        string   `json:"round"`
-	Target       []string `json:"target"`
-	Participants []struct {
-		Name       string `json:"name"`
-		Registered bool   `json:"registered"`
-		Ready      bool   `json:"ready"`
-	} `json:"participants"`
-	Transfer struct {
-		PlannedBlocks  int64 `json:"planned_blocks"`
-		SentBlocks     int64 `json:"sent_blocks"`
-		SentBytes      int64 `json:"sent_bytes"`
-		ReceivedBlocks int64 `json:"received_blocks"`
-		ReceivedBytes  int64 `json:"received_bytes"`
-	} `json:"transfer"`
-	LastRound *struct {
-		ID         string  `json:"id"`
-		Epoch      int64   `json:"epoch"`
-		Seconds    float64 `json:"seconds"`
-		SentBlocks int64   `json:"sent_blocks"`
-		SentBytes  int64   `json:"sent_bytes"`
-	} `json:"last_round"`
-	RoundsAborted int64 `json:"rounds_aborted"`
-	GC            struct {
-		Collected int64 `json:"collected"`
-		Stale     int64 `json:"stale"`
-	} `json:"gc"`
-}
+// clusterStatus is GET /admin/cluster as package client decodes it.
+type clusterStatus = goblocks.NodeStatus
 
 func (c *cluster) status(n *node) (clusterStatus, error) {
-	var st clusterStatus
-	code, body, _, err := c.do(http.MethodGet, n.base()+"/admin/cluster", nil)
+	st, err := c.api(n).ClusterStatus(context.Background(), "")
 	if err != nil {
-		return st, err
+		return clusterStatus{}, fmt.Errorf("%s /admin/cluster: %w", n.name, err)
 	}
-	if code != http.StatusOK {
-		return st, fmt.Errorf("%s /admin/cluster: %d %s", n.name, code, body)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("%s /admin/cluster: %w", n.name, err)
-	}
-	return st, nil
+	return *st, nil
 }
 
 // waitStable waits until every active node routes by the same committed

@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -61,22 +60,18 @@ func TestCRUDThroughEveryNode(t *testing.T) {
 	// dd if=/dev/urandom of=block.bin bs=4096 count=1
 	// curl -X PUT --data-binary @block.bin http://A/block/myblock
 	block := randomBlock()
-	code, body, _, err := c.do(http.MethodPut, a.base()+"/block/myblock", block)
-	if err != nil || code != http.StatusCreated {
-		t.Fatalf("PUT via %s: %d %s %v", a.name, code, body, err)
-	}
-	var put struct{ ID, Version string }
-	if err := json.Unmarshal(body, &put); err != nil || put.ID != "myblock" || put.Version == "" {
-		t.Errorf("PUT answer %s: want {\"id\":\"myblock\",\"version\":...} (%v)", body, err)
+	version, err := c.put(a, "myblock", block)
+	if err != nil || version == "" {
+		t.Fatalf("PUT via %s: version %q, %v", a.name, version, err)
 	}
 	// curl http://B/block/myblock -o retrieved.bin && cmp block.bin retrieved.bin
-	code, body, _, err = c.do(http.MethodGet, b.base()+"/block/myblock", nil)
+	code, body, err := c.get(b, "myblock")
 	if err != nil || code != http.StatusOK || !bytes.Equal(body, block) {
 		t.Fatalf("GET via %s: %d, %d bytes, identical %v, %v", b.name, code, len(body), bytes.Equal(body, block), err)
 	}
 	// curl -X DELETE http://C/block/myblock
-	if code, body, _, err = c.do(http.MethodDelete, cc.base()+"/block/myblock", nil); err != nil || code != http.StatusNoContent {
-		t.Fatalf("DELETE via %s: %d %s %v", cc.name, code, body, err)
+	if err := c.del(cc, "myblock"); err != nil {
+		t.Fatalf("DELETE via %s: %v", cc.name, err)
 	}
 	expectEverywhere(t, c, "myblock", nil)
 
@@ -84,23 +79,23 @@ func TestCRUDThroughEveryNode(t *testing.T) {
 		id := "crud-" + coord.name
 		v1, v2 := randomBlock(), randomBlock()
 		for _, data := range [][]byte{v1, v2} { // create, then overwrite
-			if code, body, _, err := c.do(http.MethodPut, coord.base()+"/block/"+id, data); err != nil || code != http.StatusCreated {
-				t.Fatalf("PUT %s via %s: %d %s %v", id, coord.name, code, body, err)
+			if _, err := c.put(coord, id, data); err != nil {
+				t.Fatalf("PUT %s via %s: %v", id, coord.name, err)
 			}
 			expectEverywhere(t, c, id, data)
 		}
-		if code, body, _, err := c.do(http.MethodDelete, coord.base()+"/block/"+id, nil); err != nil || code != http.StatusNoContent {
-			t.Fatalf("DELETE %s via %s: %d %s %v", id, coord.name, code, body, err)
+		if err := c.del(coord, id); err != nil {
+			t.Fatalf("DELETE %s via %s: %v", id, coord.name, err)
 		}
 		expectEverywhere(t, c, id, nil)
 	}
 
 	for _, n := range ns {
-		code, body, _, err := c.do(http.MethodGet, n.base()+"/health", nil)
-		if err != nil || code != http.StatusOK || !strings.Contains(string(body), `"ok"`) {
-			t.Errorf("/health on %s: %d %s %v", n.name, code, body, err)
+		h, err := c.api(n).Health(context.Background(), "")
+		if err != nil || h.Status != "ok" {
+			t.Errorf("/health on %s: %+v %v", n.name, h, err)
 		}
-		code, body, _, err = c.do(http.MethodGet, n.base()+"/metrics", nil)
+		code, body, _, err := c.do(http.MethodGet, n.base()+"/metrics", nil)
 		if err != nil || code != http.StatusOK || !strings.Contains(string(body), "\nblocks_put_count ") {
 			t.Errorf("/metrics on %s: %d, blocks_put_count present %v, %v", n.name, code, strings.Contains(string(body), "blocks_put_count"), err)
 		}
@@ -118,7 +113,7 @@ func TestCRUDThroughEveryNode(t *testing.T) {
 func expectEverywhere(t *testing.T, c *cluster, id string, want []byte) {
 	t.Helper()
 	for _, n := range c.active() {
-		code, body, _, err := c.do(http.MethodGet, n.base()+"/block/"+id, nil)
+		code, body, err := c.get(n, id)
 		switch {
 		case err != nil:
 			t.Fatalf("GET %s via %s: %v", id, n.name, err)
@@ -424,8 +419,8 @@ func TestRestartWithVolume(t *testing.T) {
 	missed := map[string][]byte{}
 	for i := range 50 {
 		id, data := fmt.Sprintf("down-%d", i), randomBlock()
-		if code, body, _, err := c.do(http.MethodPut, c.node("node1").base()+"/block/"+id, data); err != nil || code != http.StatusCreated {
-			t.Fatalf("PUT %s with node3 down: %d %s %v", id, code, body, err)
+		if _, err := c.put(c.node("node1"), id, data); err != nil {
+			t.Fatalf("PUT %s with node3 down: %v", id, err)
 		}
 		missed[id] = data
 	}

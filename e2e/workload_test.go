@@ -115,8 +115,7 @@ func (w *workload) writer(wr int) {
 		attempt := h.n
 		h.attempts[sum] = attempt
 		w.mu.Unlock()
-		code, _, _, err := w.c.do(http.MethodPut, n.base()+"/block/"+id, data)
-		if err != nil || code != http.StatusCreated {
+		if _, err := w.c.put(n, id, data); err != nil {
 			w.writeErrs.Add(1)
 			w.clientError()
 			continue
@@ -146,7 +145,7 @@ func (w *workload) reader() {
 		w.mu.Lock()
 		floor := w.ids[id].acked
 		w.mu.Unlock()
-		code, body, _, err := w.c.do(http.MethodGet, n.base()+"/block/"+id, nil)
+		code, body, err := w.c.get(n, id)
 		w.reads.Add(1)
 		if err != nil || code >= 500 {
 			w.readErrs.Add(1)
@@ -236,7 +235,7 @@ func (w *workload) verify(t *testing.T) (acked int, lost int64) {
 	parallel(8, len(checks)*len(nodes), func(i int) {
 		ch, n := checks[i/len(nodes)], nodes[i%len(nodes)]
 		var problem string
-		code, body, _, err := w.c.do(http.MethodGet, n.base()+"/block/"+ch.id, nil)
+		code, body, err := w.c.get(n, ch.id)
 		if err != nil {
 			problem = err.Error()
 		} else if code != http.StatusOK {
@@ -295,16 +294,10 @@ func preload(t *testing.T, c *cluster, n int) map[string][]byte {
 		id := fmt.Sprintf("pre-%d", i)
 		data := randomBlock()
 		node := nodes[i%len(nodes)]
-		var code int
-		var body []byte
 		// A write may meet a node that is still settling; a few retries
 		// keep the preload from flaking (it is not under test).
 		err := poll(t.Context(), 20*time.Second, func() error {
-			var err error
-			code, body, _, err = c.do(http.MethodPut, node.base()+"/block/"+id, data)
-			if err == nil && code != http.StatusCreated {
-				err = fmt.Errorf("status %d %s", code, body)
-			}
+			_, err := c.put(node, id, data)
 			return err
 		})
 		mu.Lock()
@@ -331,7 +324,7 @@ func checkPreloaded(t *testing.T, c *cluster, want map[string][]byte) (lost int6
 	var firsts []string
 	parallel(8, len(ids)*len(nodes), func(i int) {
 		id, node := ids[i/len(nodes)], nodes[i%len(nodes)]
-		code, body, _, err := c.do(http.MethodGet, node.base()+"/block/"+id, nil)
+		code, body, err := c.get(node, id)
 		if err == nil && code == http.StatusOK && string(body) == string(want[id]) {
 			return
 		}

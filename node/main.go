@@ -3,9 +3,10 @@
 //	goblocks [node] [flags]   run a storage node (the default)
 //	goblocks health [-addr]   probe a node's /health (container HEALTHCHECK)
 //	goblocks version
+//	goblocks put|get|rm|status|ring|bench|import|export ...   cluster tools (package node/cli)
 //
 // Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or
-// usage.
+// usage, 3 block not found (cluster tools).
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/goblocks/goblocks/node/app"
+	"github.com/goblocks/goblocks/node/cli"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/slot"
 )
@@ -30,10 +32,10 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func run(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "node"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
@@ -50,20 +52,31 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		usage(stdout)
 		return 0
 	}
+	if cli.IsCommand(cmd) {
+		// Ctrl-C ends a bench, import or export early (bench still
+		// prints its summary).
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return cli.Run(ctx, cmd, args, cli.Env{Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: getenv})
+	}
 	fmt.Fprintf(stderr, "goblocks: unknown command %q\n", cmd)
 	usage(stderr)
 	return 2
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: goblocks [command] [flags]
+	fmt.Fprint(w, `usage: goblocks [command] [flags] [arguments]
 
 commands:
   node      run a storage node (default; see 'goblocks node -h')
   health    check a node's /health; exit 0 when healthy
   version   print the version
 
-exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage
+cluster tools (see 'goblocks COMMAND -h'; nodes from -nodes or
+GOBLOCKS_NODES, default `+cli.DefaultNodes+`):
+`+cli.Summary()+`
+exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage,
+3 block or manifest not found (cluster tools)
 `)
 }
 

@@ -80,6 +80,13 @@ func Decide(s membership.Snapshot, l Local, newID func() string) ([]Action, Stat
 		}
 		return []Action{{Kind: InitRing, Ring: membership.RingState{Epoch: 1, Members: target}}}, st
 	}
+	if l.Leaving && len(target) == 0 {
+		// Every live member is leaving (the whole cluster shuts down):
+		// there is nobody to hand data to and no ring without them to wait
+		// for. The committed ring stays; each node keeps its data on disk
+		// and routes by that ring again when the cluster comes back.
+		return []Action{{Kind: LeaveDone}}, st
+	}
 	var acts []Action
 	stale := l.ViewEpoch != s.Ring.Epoch || (s.Barrier == nil && l.ViewRound != "")
 	if stale && (s.Barrier == nil || s.Barrier.FromEpoch == s.Ring.Epoch) {
