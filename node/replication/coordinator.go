@@ -240,6 +240,10 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 	for len(got) < need {
 		if inflight == 0 {
 			c.o.Metrics.QuorumFailures.WithLabelValues("read").Inc()
+			// Too few replies to answer, but a corrupt or lagging copy
+			// among them can still be fixed from the newest one read
+			// (apply-if-newer: a repair never moves a replica backwards).
+			c.repairLagging(ctx, id, newestOf(got), got)
 			return storage.Record{}, fmt.Errorf("%w: read %q at %s: %d of %d needed replies: %w",
 				ErrUnavailable, id, cl, len(got), need, errors.Join(errs...))
 		}

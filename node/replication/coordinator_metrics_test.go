@@ -471,16 +471,16 @@ func TestCoordinatorMetrics(t *testing.T) {
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, mxOK, down},
 			wantErr: ErrUnavailable, want: mxCounts{QuorumRead: 1},
 			after: [3]mxVer{N, N, N}},
-		// At ALL a corrupt copy raises the need to 4 of 3: the read fails
-		// and, since it fails before answering, nothing is repaired.
+		// At ALL a corrupt copy raises the need to 4 of 3: the read fails,
+		// but the copies it did read still repair the corrupt one.
 		{name: "get/consistency all with a corrupt peer", op: "get", cl: config.All,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, corrupt, mxOK},
-			wantErr: ErrUnavailable, want: mxCounts{QuorumRead: 1},
-			after: [3]mxVer{N, N, N}, stillCorrupt: [3]bool{false, true, false}},
+			wantErr: ErrUnavailable, want: mxCounts{QuorumRead: 1, RepairOK: 1},
+			after: [3]mxVer{N, N, N}},
 		{name: "get/corrupt peer and fallback peer down", op: "get", cl: config.Quorum,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, corrupt, down},
-			wantErr: ErrUnavailable, want: mxCounts{Fallbacks: 1, QuorumRead: 1},
-			after: [3]mxVer{N, N, N}, stillCorrupt: [3]bool{false, true, false}},
+			wantErr: ErrUnavailable, want: mxCounts{Fallbacks: 1, QuorumRead: 1, RepairOK: 1},
+			after: [3]mxVer{N, N, N}},
 
 		// Dropped repairs. Deterministic: a repair takes its slot
 		// synchronously inside Get and keeps it until its Apply returns, so
