@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"path"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -347,6 +348,7 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
+	regs := make([]registration, 0, len(children))
 	for _, c := range children {
 		data, ok, err := w.data(s.p("members", c))
 		if err != nil {
@@ -356,9 +358,9 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 		if !ok || json.Unmarshal(data, &m) != nil || m.Name == "" {
 			continue
 		}
-		snap.Members = append(snap.Members, m)
+		regs = append(regs, registration{seq: sequence(c), member: m})
 	}
-	membership.SortByName(dedupe(snap.Members))
+	snap.Members = latestPerName(regs)
 	if data, ok, err := w.dataVersion(s.p("migration")); err != nil {
 		return snap, err
 	} else if ok {
@@ -403,21 +405,44 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 		r.Version = data.version
 		snap.Ring = &r
 	}
-	snap.Members = dedupe(snap.Members)
 	return snap, nil
 }
 
-// dedupe keeps one record per name: a node that re-registered after a
-// lost create response can briefly have two znodes.
-func dedupe(ms []membership.Member) []membership.Member {
-	out := ms[:0]
-	for i, m := range ms {
-		if i > 0 && ms[i-1].Name == m.Name {
-			continue
+// registration is one member znode: its sequence number and content.
+type registration struct {
+	seq    int64
+	member membership.Member
+}
+
+// latestPerName lists each name once, sorted by name. A node that
+// restarted before ZooKeeper expired its old session (or re-registered
+// after a lost create response) briefly has two znodes: the latest
+// registration (highest sequence) describes it.
+func latestPerName(regs []registration) []membership.Member {
+	latest := map[string]registration{}
+	for _, r := range regs {
+		if cur, ok := latest[r.member.Name]; !ok || r.seq > cur.seq {
+			latest[r.member.Name] = r
 		}
-		out = append(out, m)
 	}
-	return out
+	out := make([]membership.Member, 0, len(latest))
+	for _, r := range latest {
+		out = append(out, r.member)
+	}
+	return membership.SortByName(out)
+}
+
+// sequence is the number ZooKeeper appended to a sequential znode's name
+// (its last 10 characters); names without one sort first.
+func sequence(name string) int64 {
+	if len(name) < 10 {
+		return -1
+	}
+	n, err := strconv.ParseInt(name[len(name)-10:], 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // watcher caches what it read and the one-shot watch armed for it: an
