@@ -441,11 +441,11 @@ func TestRestartWithVolume(t *testing.T) {
 	}
 	after := c.waitStable(t, []string{"node1", "node2", "node3"})
 	changeErrs := w.closeWindow()
-	// Before any read touches them: does node3 get the blocks written
-	// while it was down by itself (hinted handoff, anti-entropy)? Reported,
-	// not required: the node has neither yet (see the report).
+	// Before any read touches them, node3 must get the blocks written
+	// while it was down: the coordinator kept them as hints and delivers
+	// them once node3 answers (hint passes run every second).
 	unaided := 0
-	_ = poll(context.Background(), 5*time.Second, func() error {
+	if err := poll(context.Background(), 15*time.Second, func() error {
 		unaided = 0
 		for id, data := range missed {
 			if cp, body, err := c.localCopy(n3, id); err == nil && cp.state == "owned" && bytes.Equal(body, data) {
@@ -456,7 +456,9 @@ func TestRestartWithVolume(t *testing.T) {
 			return fmt.Errorf("node3 holds %d of %d", unaided, len(missed))
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Errorf("hinted handoff: %v blocks written while node3 was down, before any read", err)
+	}
 
 	var f figures
 	f.lost = checkPreloaded(t, c, pre) + checkPreloaded(t, c, missed)
@@ -469,7 +471,7 @@ func TestRestartWithVolume(t *testing.T) {
 	behind := caughtUp(t, c, n3, w, pre)
 	rep := c.checkPlacement(t, append(keys(pre), w.ackedIDs()...), c.opts.grace+60*time.Second)
 	f.migSecs, f.moved, f.changeErrs = 0, c.movedSince(t, recv0), changeErrs
-	f.extra = fmt.Sprintf("; node3 down and back healthy in %.1fs, epoch %d -> %d (no round); data kept %d/%d preloaded blocks; of %d blocks written while it was down node3 held %d 5s after its return without a read, and was %d blocks behind after the verification reads; placement exact for %d ids (%d with diverged owner versions)",
+	f.extra = fmt.Sprintf("; node3 down and back healthy in %.1fs, epoch %d -> %d (no round); data kept %d/%d preloaded blocks; of %d blocks written while it was down node3 held %d after its return without a read (hinted handoff), and was %d blocks behind after the verification reads; placement exact for %d ids (%d with diverged owner versions)",
 		downSecs, before.Epoch, after.Epoch, kept, len(pre)-len(missed), len(missed), unaided, behind, rep.ids, rep.diverged)
 	f.log(t, "restart")
 }
