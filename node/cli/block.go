@@ -34,11 +34,7 @@ exist succeeds.`,
 
 func runPut(ctx context.Context, cmd *command, e Env, args []string) int {
 	f := newFlags(cmd, e)
-	pos, code, ok := f.parse(e, args, 2, 2)
-	if !ok {
-		return code
-	}
-	c, code, ok := f.client(e)
+	pos, c, code, ok := f.connect(e, args, 2, 2)
 	if !ok {
 		return code
 	}
@@ -91,11 +87,7 @@ func readInput(e Env, name string, limit int64) ([]byte, error) {
 
 func runGet(ctx context.Context, cmd *command, e Env, args []string) int {
 	f := newFlags(cmd, e)
-	pos, code, ok := f.parse(e, args, 1, 2)
-	if !ok {
-		return code
-	}
-	c, code, ok := f.client(e)
+	pos, c, code, ok := f.connect(e, args, 1, 2)
 	if !ok {
 		return code
 	}
@@ -117,11 +109,7 @@ func runGet(ctx context.Context, cmd *command, e Env, args []string) int {
 
 func runRm(ctx context.Context, cmd *command, e Env, args []string) int {
 	f := newFlags(cmd, e)
-	pos, code, ok := f.parse(e, args, 1, 1)
-	if !ok {
-		return code
-	}
-	c, code, ok := f.client(e)
+	pos, c, code, ok := f.connect(e, args, 1, 1)
 	if !ok {
 		return code
 	}

@@ -180,6 +180,17 @@ func (f *flags) usage(w io.Writer) {
 
 // client builds the client from the common flags; an invalid flag value
 // is a usage error.
+// connect parses the command line and builds the client every command
+// but help needs; the caller closes the client.
+func (f *flags) connect(e Env, args []string, minArgs, maxArgs int) ([]string, *client.Client, int, bool) {
+	pos, code, ok := f.parse(e, args, minArgs, maxArgs)
+	if !ok {
+		return nil, nil, code, false
+	}
+	c, code, ok := f.client(e)
+	return pos, c, code, ok
+}
+
 func (f *flags) client(e Env) (*client.Client, int, bool) {
 	var addrs []string
 	for a := range strings.SplitSeq(f.nodes, ",") {

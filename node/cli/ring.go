@@ -21,10 +21,7 @@ func runRing(ctx context.Context, cmd *command, e Env, args []string) int {
 	f := newFlags(cmd, e)
 	vnodes := f.Bool("vnodes", false, "also list every vnode token and its node")
 	asJSON := f.Bool("json", false, "print GET /admin/ring as JSON")
-	if _, code, ok := f.parse(e, args, 0, 0); !ok {
-		return code
-	}
-	c, code, ok := f.client(e)
+	_, c, code, ok := f.connect(e, args, 0, 0)
 	if !ok {
 		return code
 	}

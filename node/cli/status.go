@@ -35,10 +35,7 @@ type memberStatus struct {
 func runStatus(ctx context.Context, cmd *command, e Env, args []string) int {
 	f := newFlags(cmd, e)
 	asJSON := f.Bool("json", false, "print the view and every member's status as JSON")
-	if _, code, ok := f.parse(e, args, 0, 0); !ok {
-		return code
-	}
-	c, code, ok := f.client(e)
+	_, c, code, ok := f.connect(e, args, 0, 0)
 	if !ok {
 		return code
 	}
