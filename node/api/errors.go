@@ -28,6 +28,9 @@ var (
 // errorStatus is the one place errors become HTTP statuses and the stable
 // machine-readable codes of the JSON error body.
 func errorStatus(err error) (int, string) {
+	if status, code, ok := antiEntropyStatus(err); ok {
+		return status, code
+	}
 	switch {
 	case errors.Is(err, ErrInvalidID):
 		return http.StatusBadRequest, "invalid_id"

@@ -49,6 +49,9 @@ type Options struct {
 	// Ready reports whether the node may take client requests (e.g. it has
 	// a membership session); nil means always.
 	Ready func() error
+	// AntiEntropy, when set, serves peers' anti-entropy digest and
+	// listing requests.
+	AntiEntropy AntiEntropy
 	// OnTransferReceived counts migration batches this node received.
 	OnTransferReceived func(blocks, bytes int64)
 	// Extra routes (admin, ui) registered by other packages.
@@ -99,6 +102,10 @@ func NewHandler(o Options) http.Handler {
 	})
 	internal.Handle("/batch/apply", Methods{http.MethodPost: s.batchApply})
 	internal.Handle("/batch/fetch", Methods{http.MethodPost: s.batchFetch})
+	if o.AntiEntropy != nil {
+		internal.Handle("/antientropy/digest", Methods{http.MethodGet: s.antiEntropyDigest})
+		internal.Handle("/antientropy/ids", Methods{http.MethodPost: s.antiEntropyIDs})
+	}
 	internal.NotFoundHandler = http.HandlerFunc(notFound)
 
 	r.Handle("/health", Methods{http.MethodGet: s.health, http.MethodHead: s.health})

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/goblocks/goblocks/node/antientropy"
 	"github.com/goblocks/goblocks/node/api"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hints"
@@ -47,6 +48,7 @@ type Node struct {
 	tracing  *telemetry.Tracing // nil: tracing off
 	hints    *hints.Hints       // nil: HintWindow 0
 	hintsDB  storage.Engine
+	ae       *antientropy.Runner // nil: AntiEntropyInterval 0
 	// ZooKeeper mode only:
 	store  *zkstore.Store
 	driver *migration.Driver
@@ -135,6 +137,18 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	} else if err := n.zkMembership(); err != nil {
 		return fail(err)
 	}
+	if cfg.AntiEntropyInterval > 0 {
+		n.ae = antientropy.NewRunner(antientropy.Options{
+			Self:     cfg.ReplicaName,
+			Engine:   n.engine,
+			Peers:    n.peers,
+			View:     n.antiEntropyView,
+			Interval: cfg.AntiEntropyInterval,
+			Observe:  clock.Observe,
+			Logger:   n.log,
+			Metrics:  antientropy.NewMetrics(n.registry),
+		})
+	}
 	opts := api.Options{
 		Self:        cfg.ReplicaName,
 		BlockSize:   cfg.BlockSize,
@@ -147,6 +161,9 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Logger:      n.log,
 		Extra:       n.adminRoutes,
 		Tracing:     n.tracing,
+		// Served even with anti-entropy off here, so peers that run it
+		// can compare with this node.
+		AntiEntropy: &antientropy.Local{Self: cfg.ReplicaName, Engine: n.engine, View: n.antiEntropyView},
 	}
 	if n.driver != nil {
 		opts.Ready = n.driver.Ready
@@ -195,6 +212,22 @@ func (n *Node) memberAddr(name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// antiEntropyView is the ring anti-entropy compares by, and whether a
+// migration is under way (a dual-ring view, or a committed ring this node
+// does not route by yet).
+func (n *Node) antiEntropyView() (*ring.Ring, int, bool) {
+	v := n.coord.View()
+	if v == nil || v.Current == nil {
+		return nil, 0, false
+	}
+	migrating := v.Target != nil
+	if n.driver != nil {
+		st := n.driver.Status()
+		migrating = migrating || st.Migrating || st.Epoch != st.ViewEpoch
+	}
+	return v.Current, v.RF, migrating
 }
 
 // staticMembership routes by a fixed ring from the Peers list: a test and
@@ -309,6 +342,12 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	} else {
 		close(hintsDone)
 	}
+	aeDone := make(chan struct{})
+	if n.ae != nil {
+		go func() { defer close(aeDone); _ = n.ae.Run(driverCtx) }()
+	} else {
+		close(aeDone)
+	}
 	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.cfg.AdvertiseAddress()).Msg("node serving")
 	var serveErr error
 	select {
@@ -329,6 +368,7 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	stopDriver()
 	<-driverDone
 	<-hintsDone
+	<-aeDone
 	if n.store != nil {
 		n.store.Close() // ephemeral znodes go now, not after the session timeout
 	}

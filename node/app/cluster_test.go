@@ -214,17 +214,21 @@ func TestAdminRingAndCluster(t *testing.T) {
 	if share < 0.999 || share > 1.001 {
 		t.Fatalf("shares sum to %v", share)
 	}
-	status, body, _, err = c.do("GET", c.url(2, "/admin/cluster"), nil)
-	if err != nil || status != 200 {
-		t.Fatalf("/admin/cluster: %d %v", status, err)
-	}
-	var ns NodeStatus
-	if err := json.Unmarshal(body, &ns); err != nil {
-		t.Fatal(err)
-	}
-	if ns.Node != "n2" || ns.Blocks != 1 || ns.Addr == "" || len(ns.RingMembers) != 3 {
-		t.Fatalf("node status %+v", ns)
-	}
+	// The write is acknowledged at quorum; n2's copy may land a moment later.
+	eventually(t, 5*time.Second, func() error {
+		status, body, _, err := c.do("GET", c.url(2, "/admin/cluster"), nil)
+		if err != nil || status != 200 {
+			t.Fatalf("/admin/cluster: %d %v", status, err)
+		}
+		var ns NodeStatus
+		if err := json.Unmarshal(body, &ns); err != nil {
+			t.Fatal(err)
+		}
+		if ns.Node != "n2" || ns.Blocks != 1 || ns.Addr == "" || len(ns.RingMembers) != 3 {
+			return fmt.Errorf("node status %+v", ns)
+		}
+		return nil
+	})
 }
 
 // Hinted handoff: writes a replica missed while it was down reach it when
@@ -241,11 +245,16 @@ func TestHintedHandoffCatchesUpAReturningReplica(t *testing.T) {
 		}
 		written[id] = data
 	}
-	pending := gatheredValue(t, c.nodes[0].Registry(), "blocks_hints_stored_total") +
-		gatheredValue(t, c.nodes[1].Registry(), "blocks_hints_stored_total")
-	if pending != 50 {
-		t.Fatalf("%v hints stored for 50 writes n2 missed", pending)
-	}
+	// A write is acknowledged at quorum: its failed call to n2 (and so
+	// its hint) may come a moment later.
+	eventually(t, 5*time.Second, func() error {
+		pending := gatheredValue(t, c.nodes[0].Registry(), "blocks_hints_stored_total") +
+			gatheredValue(t, c.nodes[1].Registry(), "blocks_hints_stored_total")
+		if pending != 50 {
+			return fmt.Errorf("%v hints stored for 50 writes n2 missed", pending)
+		}
+		return nil
+	})
 	c.restart(t, 2)
 	eventually(t, 15*time.Second, func() error {
 		missing := 0

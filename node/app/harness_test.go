@@ -48,6 +48,11 @@ type clusterOpts struct {
 	logOut   io.Writer // where logs go at logLevel (default: the test log)
 	// tracesURL, when set, exports every node's spans there over OTLP/gRPC.
 	tracesURL string
+	// noHints turns hinted handoff off (HintWindow 0).
+	noHints bool
+	// antiEntropy, when set, is every node's AntiEntropyInterval (the
+	// default, 10m, never fires in a test).
+	antiEntropy time.Duration
 }
 
 func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
@@ -101,6 +106,12 @@ func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
 	cfg.ClusterToken = c.opts.token
 	cfg.RequestTimeout = 3 * time.Second
 	cfg.OTLPEndpoint = c.opts.tracesURL
+	if c.opts.noHints {
+		cfg.HintWindow = 0
+	}
+	if c.opts.antiEntropy > 0 {
+		cfg.AntiEntropyInterval = c.opts.antiEntropy
+	}
 	if c.opts.zk != nil {
 		cfg.ZKAddress = c.opts.zk.Addr
 		cfg.ZKRoot = c.opts.zkRoot

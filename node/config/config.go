@@ -106,6 +106,10 @@ type Config struct {
 	// HintWindow is how long a write a replica missed is kept for it
 	// (hinted handoff); 0 turns hints off.
 	HintWindow time.Duration
+	// AntiEntropyInterval is how often the node compares its replicas
+	// with one peer (in rotation) and repairs what differs; 0 turns
+	// anti-entropy off.
+	AntiEntropyInterval time.Duration
 	// ClaimSlot, when set to a prefix, makes the node claim the first free
 	// directory DataDir/<prefix>-N (see package slot), keep its data there
 	// and, unless ReplicaName is set, take <prefix>-N as its name: scaled
@@ -150,7 +154,8 @@ func Default() Config {
 		TombstoneGracePeriod: 24 * time.Hour,
 		GCInterval:           time.Minute,
 		LeaveTimeout:         5 * time.Minute,
-		HintWindow:           3 * time.Hour, // Cassandra's max_hint_window
+		HintWindow:           3 * time.Hour,    // Cassandra's max_hint_window
+		AntiEntropyInterval:  10 * time.Minute, // one peer per round: 5 nodes check every pair within the hour
 		OTLPProtocol:         "grpc",
 		ServiceName:          "goblocks", // the service the original's Jaeger steps select
 		TracesExporter:       "otlp",
@@ -218,6 +223,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HintWindow < 0 {
 		bad("HintWindow %v is negative", c.HintWindow)
+	}
+	if c.AntiEntropyInterval < 0 {
+		bad("AntiEntropyInterval %v is negative", c.AntiEntropyInterval)
 	}
 	if c.MigrationRateLimit < 0 {
 		bad("MigrationRateLimit %d is negative", c.MigrationRateLimit)
@@ -381,6 +389,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	dur(&c.GCInterval, "GCInterval", "how often stale copies are examined")
 	dur(&c.LeaveTimeout, "LeaveTimeout", "longest graceful leave on SIGTERM")
 	dur(&c.HintWindow, "HintWindow", "how long writes a replica missed are kept for it (0: no hinted handoff)")
+	dur(&c.AntiEntropyInterval, "AntiEntropyInterval", "how often replicas are compared with one peer and repaired (0: off)")
 	i64 := func(p *int64, name, usage string) {
 		if v := getenv(name); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)

@@ -67,6 +67,8 @@ func TestLoadRejects(t *testing.T) {
 		{"stray args", nil, []string{"extra"}, "unexpected"},
 		{"no zk no peers", map[string]string{"ZKAddress": ""}, []string{"-ZKAddress", ""}, "ZKAddress"},
 		{"name with slash", map[string]string{"ReplicaName": "a/b"}, nil, "ReplicaName"},
+		{"negative anti-entropy interval", nil, []string{"-AntiEntropyInterval", "-1m"}, "AntiEntropyInterval"},
+		{"bad anti-entropy interval", map[string]string{"AntiEntropyInterval": "often"}, nil, "duration"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,344 @@
+package antientropy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/ring"
+	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/wire"
+)
+
+// Peers reaches other nodes; transport.Client implements it. Methods may
+// block on the network and are safe for concurrent use.
+type Peers interface {
+	// AntiEntropyDigests asks the node at addr for its digests of the
+	// blocks it shares with self in ring ringID.
+	AntiEntropyDigests(ctx context.Context, addr, self, ringID string) ([]uint64, error)
+	// AntiEntropyEntries asks for its listing of those buckets.
+	AntiEntropyEntries(ctx context.Context, addr, self, ringID string, buckets []int) ([]Entry, error)
+	FetchBatch(ctx context.Context, addr string, ids []string) ([]wire.FetchReply, error)
+	ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error)
+}
+
+// Options configure a Runner.
+type Options struct {
+	Self   string
+	Engine storage.Engine
+	Peers  Peers
+	View   ViewFunc
+	// Interval between rounds; each round compares with one peer, in
+	// rotation (default 10m).
+	Interval time.Duration
+	// Rate bounds repaired blocks per second in each direction (default
+	// 1000, ~4 MB/s of 4 KiB blocks), so a badly diverged replica is
+	// rebuilt without starving client traffic.
+	Rate int
+	// Observe, when set, is given the version of every record pulled, so
+	// this node's clock never versions a write behind what it stores.
+	Observe func(hlc.Timestamp)
+	Logger  zerolog.Logger
+	Metrics *Metrics // may be nil
+}
+
+// Runner runs anti-entropy rounds. Round and Run are not meant to run
+// concurrently with each other.
+type Runner struct {
+	o    Options
+	next int // rotation index into the sorted peer list
+}
+
+// batchSize is one fetch or apply request, as the batch endpoints allow.
+const batchSize = wire.MaxBatch
+
+// NewRunner returns a runner; nothing runs until Run.
+func NewRunner(o Options) *Runner {
+	if o.Interval <= 0 {
+		o.Interval = 10 * time.Minute
+	}
+	if o.Rate <= 0 {
+		o.Rate = 1000
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return &Runner{o: o}
+}
+
+// Run compares with one peer every Interval until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	t := time.NewTicker(r.o.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		peer, ok := r.nextPeer()
+		if !ok {
+			continue
+		}
+		if _, err := r.Round(ctx, peer); err != nil && ctx.Err() == nil {
+			r.o.Logger.Warn().Err(err).Str("peer", peer.Name).Msg("anti-entropy round failed")
+		}
+	}
+}
+
+// nextPeer picks the next ring member after the last one compared.
+func (r *Runner) nextPeer() (ring.Member, bool) {
+	rg, _, _ := r.o.View()
+	if rg == nil {
+		return ring.Member{}, false
+	}
+	var peers []ring.Member
+	for _, m := range rg.Members() {
+		if m.Name != r.o.Self {
+			peers = append(peers, m)
+		}
+	}
+	if len(peers) == 0 {
+		return ring.Member{}, false
+	}
+	r.next %= len(peers)
+	p := peers[r.next]
+	r.next++
+	return p, true
+}
+
+// Result of a round, the label of blocks_antientropy_rounds_total.
+const (
+	ResultInSync   = "in_sync"
+	ResultRepaired = "repaired"
+	ResultSkipped  = "skipped"
+	ResultError    = "error"
+)
+
+// RoundStats counts what one round did.
+type RoundStats struct {
+	Mismatched     int // buckets whose digests differed
+	Pulled, Pushed int // records the comparison found newer on the other side
+	Repaired       int // records actually stored (here or at the peer)
+}
+
+// Round compares this node with peer once and repairs both sides.
+func (r *Runner) Round(ctx context.Context, peer ring.Member) (st RoundStats, err error) {
+	result := ResultSkipped
+	defer func() {
+		if err != nil {
+			result = ResultError
+		}
+		r.o.Metrics.Rounds.WithLabelValues(result).Inc()
+	}()
+	rg, rf, migrating := r.o.View()
+	if rg == nil || migrating {
+		return st, nil
+	}
+	if _, ok := rg.Member(peer.Name); !ok || peer.Name == r.o.Self {
+		return st, nil
+	}
+	s := Scope{Ring: rg, RF: rf, Self: r.o.Self, Peer: peer.Name}
+	ringID := RingID(rg, rf)
+	local, err := Digest(r.o.Engine.Scan, s)
+	if err != nil {
+		return st, fmt.Errorf("antientropy: digest: %w", err)
+	}
+	remote, err := r.o.Peers.AntiEntropyDigests(ctx, peer.Addr, r.o.Self, ringID)
+	if err != nil {
+		return st, fmt.Errorf("antientropy: digests of %s: %w", peer.Name, err)
+	}
+	if len(remote) != Buckets {
+		return st, fmt.Errorf("antientropy: %s sent %d digests, want %d", peer.Name, len(remote), Buckets)
+	}
+	mism := Mismatched(local, remote)
+	st.Mismatched = len(mism)
+	r.o.Metrics.BucketsMismatched.Add(float64(len(mism)))
+	p := pacer{rate: r.o.Rate, start: time.Now()}
+	for len(mism) > 0 {
+		chunk := mism[:min(len(mism), MaxBucketsPerRequest)]
+		mism = mism[len(chunk):]
+		if err := r.repair(ctx, s, peer, ringID, chunk, &st, &p); err != nil {
+			return st, err
+		}
+	}
+	result = ResultInSync
+	if st.Mismatched > 0 {
+		result = ResultRepaired
+		r.o.Logger.Info().Str("peer", peer.Name).Int("buckets_mismatched", st.Mismatched).
+			Int("pulled", st.Pulled).Int("pushed", st.Pushed).Int("repaired", st.Repaired).
+			Msg("anti-entropy round repaired replicas")
+	} else {
+		r.o.Logger.Debug().Str("peer", peer.Name).Msg("anti-entropy round: in sync")
+	}
+	return st, nil
+}
+
+// repair lists a chunk of mismatched buckets on both sides and moves the
+// newer records each way.
+func (r *Runner) repair(ctx context.Context, s Scope, peer ring.Member, ringID string, buckets []int, st *RoundStats, p *pacer) error {
+	remote, err := r.o.Peers.AntiEntropyEntries(ctx, peer.Addr, r.o.Self, ringID, buckets)
+	if err != nil {
+		return fmt.Errorf("antientropy: listing of %s: %w", peer.Name, err)
+	}
+	local, err := Collect(r.o.Engine.Scan, s, buckets)
+	if err != nil {
+		return fmt.Errorf("antientropy: listing: %w", err)
+	}
+	pull, push := Diff(local, remote)
+	st.Pulled += len(pull)
+	st.Pushed += len(push)
+	for len(pull) > 0 {
+		ids := pull[:min(len(pull), batchSize)]
+		pull = pull[len(ids):]
+		n, err := r.pull(ctx, peer, ids)
+		st.Repaired += n
+		r.o.Metrics.BlocksRepaired.Add(float64(n))
+		if err != nil {
+			return err
+		}
+		if err := p.wait(ctx, len(ids)); err != nil {
+			return err
+		}
+	}
+	for len(push) > 0 {
+		ids := push[:min(len(push), batchSize)]
+		push = push[len(ids):]
+		n, err := r.push(ctx, peer, ids)
+		st.Repaired += n
+		r.o.Metrics.BlocksRepaired.Add(float64(n))
+		if err != nil {
+			return err
+		}
+		if err := p.wait(ctx, len(ids)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pull fetches the peer's copies and applies them here; LWW keeps
+// whatever is newest by the time they arrive.
+func (r *Runner) pull(ctx context.Context, peer ring.Member, ids []string) (int, error) {
+	replies, err := r.o.Peers.FetchBatch(ctx, peer.Addr, ids)
+	if err != nil {
+		return 0, fmt.Errorf("antientropy: fetch from %s: %w", peer.Name, err)
+	}
+	items := make([]storage.Item, 0, len(replies))
+	for i, rep := range replies {
+		if rep.Status != wire.FetchFound {
+			continue // gone meanwhile, or corrupt there: its own repair's job
+		}
+		rec := rep.Record
+		rec.StaleSince = time.Time{} // this node owns it (it is in the scope)
+		if r.o.Observe != nil {
+			r.o.Observe(rec.Version.Timestamp)
+		}
+		items = append(items, storage.Item{ID: ids[i], Record: rec})
+	}
+	if len(items) == 0 {
+		return 0, nil
+	}
+	applied, err := r.o.Engine.ApplyBatch(items)
+	if err != nil {
+		return 0, fmt.Errorf("antientropy: apply: %w", err)
+	}
+	return count(applied), nil
+}
+
+// push sends this node's copies to the peer.
+func (r *Runner) push(ctx context.Context, peer ring.Member, ids []string) (int, error) {
+	items := make([]storage.Item, 0, len(ids))
+	for _, id := range ids {
+		rec, err := r.o.Engine.Get(id)
+		if errors.Is(err, storage.ErrNotFound) || (err == nil && rec.Stale()) {
+			continue // removed or moved away meanwhile
+		}
+		if err != nil {
+			// A corrupt copy is never sent; read repair and the peer's
+			// own round replace it.
+			r.o.Logger.Warn().Err(err).Str("block_id", id).Msg("anti-entropy: local copy unreadable")
+			continue
+		}
+		items = append(items, storage.Item{ID: id, Record: rec})
+	}
+	if len(items) == 0 {
+		return 0, nil
+	}
+	applied, err := r.o.Peers.ApplyBatch(ctx, peer.Addr, items)
+	if err != nil {
+		return 0, fmt.Errorf("antientropy: apply at %s: %w", peer.Name, err)
+	}
+	return count(applied), nil
+}
+
+func count(applied []bool) int {
+	n := 0
+	for _, ok := range applied {
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// pacer holds a round to rate blocks per second.
+type pacer struct {
+	rate  int
+	start time.Time
+	done  int
+}
+
+func (p *pacer) wait(ctx context.Context, n int) error {
+	p.done += n
+	due := p.start.Add(time.Duration(float64(p.done) / float64(p.rate) * float64(time.Second)))
+	d := time.Until(due)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Metrics of anti-entropy.
+type Metrics struct {
+	Rounds            *prometheus.CounterVec
+	BucketsMismatched prometheus.Counter
+	BlocksRepaired    prometheus.Counter
+}
+
+// NewMetrics creates and registers the metrics (reg nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Rounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blocks_antientropy_rounds_total",
+			Help: "Anti-entropy rounds by result (in_sync, repaired, skipped, error).",
+		}, []string{"result"}),
+		BucketsMismatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blocks_antientropy_buckets_mismatched_total",
+			Help: "Digest buckets that differed between this node and a peer.",
+		}),
+		BlocksRepaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blocks_antientropy_blocks_repaired_total",
+			Help: "Records anti-entropy stored on this node or on a peer.",
+		}),
+	}
+	for _, res := range []string{ResultInSync, ResultRepaired, ResultSkipped, ResultError} {
+		m.Rounds.WithLabelValues(res)
+	}
+	if reg != nil {
+		reg.MustRegister(m.Rounds, m.BucketsMismatched, m.BlocksRepaired)
+	}
+	return m
+}

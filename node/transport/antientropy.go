@@ -1,0 +1,77 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/goblocks/goblocks/node/antientropy"
+	"github.com/goblocks/goblocks/node/hlc"
+)
+
+// AntiEntropyDigests asks the peer at addr for its bucket digests of the
+// blocks it shares with self in ring ringID.
+func (c *Client) AntiEntropyDigests(ctx context.Context, addr, self, ringID string) ([]uint64, error) {
+	q := url.Values{"peer": {self}, "ring": {ringID}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+antientropy.PathDigest+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	var out antientropy.DigestResponse
+	// 21 bytes per decimal uint64 and a comma, plus slack.
+	if err := c.jsonCall(req, int64(antientropy.Buckets)*22+1024, &out); err != nil {
+		return nil, err
+	}
+	return out.Digests, nil
+}
+
+// AntiEntropyEntries asks the peer for its (id, version) listing of
+// buckets (at most antientropy.MaxBucketsPerRequest).
+func (c *Client) AntiEntropyEntries(ctx context.Context, addr, self, ringID string, buckets []int) ([]antientropy.Entry, error) {
+	body, err := json.Marshal(antientropy.IDsRequest{Peer: self, Ring: ringID, Buckets: buckets})
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+antientropy.PathIDs, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	var out antientropy.IDsResponse
+	if err := c.jsonCall(req, antientropy.MaxIDsResponseBody, &out); err != nil {
+		return nil, err
+	}
+	entries := make([]antientropy.Entry, len(out.Entries))
+	for i, e := range out.Entries {
+		v, err := hlc.ParseVersion(e.Version)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: entry %q: %w", ErrRemote, addr, e.ID, err)
+		}
+		entries[i] = antientropy.Entry{ID: e.ID, Version: v}
+	}
+	return entries, nil
+}
+
+// jsonCall sends req and decodes a 200 JSON answer of at most limit bytes.
+func (c *Client) jsonCall(req *http.Request, limit int64, out any) error {
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	defer drain(resp)
+	if resp.StatusCode != http.StatusOK {
+		return remoteError(resp)
+	}
+	lr := &io.LimitedReader{R: resp.Body, N: limit + 1}
+	if err := json.NewDecoder(lr).Decode(out); err != nil {
+		return fmt.Errorf("%w: %s %s: %w", ErrRemote, req.Method, req.URL.Path, err)
+	}
+	if lr.N <= 0 {
+		return fmt.Errorf("%w: %s %s: answer larger than %d bytes", ErrRemote, req.Method, req.URL.Path, limit)
+	}
+	return nil
+}
