@@ -193,30 +193,23 @@ func (r *Runner) repair(ctx context.Context, s Scope, peer ring.Member, ringID s
 	pull, push := Diff(local, remote)
 	st.Pulled += len(pull)
 	st.Pushed += len(push)
-	for len(pull) > 0 {
-		ids := pull[:min(len(pull), batchSize)]
-		pull = pull[len(ids):]
-		n, err := r.pull(ctx, peer, ids)
-		st.Repaired += n
-		r.o.Metrics.BlocksRepaired.Add(float64(n))
-		if err != nil {
-			return err
-		}
-		if err := p.wait(ctx, len(ids)); err != nil {
-			return err
-		}
-	}
-	for len(push) > 0 {
-		ids := push[:min(len(push), batchSize)]
-		push = push[len(ids):]
-		n, err := r.push(ctx, peer, ids)
-		st.Repaired += n
-		r.o.Metrics.BlocksRepaired.Add(float64(n))
-		if err != nil {
-			return err
-		}
-		if err := p.wait(ctx, len(ids)); err != nil {
-			return err
+	// Pull what the peer has newer, then push what this node has newer.
+	for _, dir := range []struct {
+		ids  []string
+		move func(context.Context, ring.Member, []string) (int, error)
+	}{{pull, r.pull}, {push, r.push}} {
+		for ids := dir.ids; len(ids) > 0; {
+			batch := ids[:min(len(ids), batchSize)]
+			ids = ids[len(batch):]
+			n, err := dir.move(ctx, peer, batch)
+			st.Repaired += n
+			r.o.Metrics.BlocksRepaired.Add(float64(n))
+			if err != nil {
+				return err
+			}
+			if err := p.wait(ctx, len(batch)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
