@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/pace"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
@@ -159,11 +160,11 @@ func (r *Runner) Round(ctx context.Context, peer ring.Member) (st RoundStats, er
 	mism := Mismatched(local, remote)
 	st.Mismatched = len(mism)
 	r.o.Metrics.BucketsMismatched.Add(float64(len(mism)))
-	p := pacer{rate: r.o.Rate, start: time.Now()}
+	p := pace.NewLimiter(float64(r.o.Rate))
 	for len(mism) > 0 {
 		chunk := mism[:min(len(mism), MaxBucketsPerRequest)]
 		mism = mism[len(chunk):]
-		if err := r.repair(ctx, s, peer, ringID, chunk, &st, &p); err != nil {
+		if err := r.repair(ctx, s, peer, ringID, chunk, &st, p); err != nil {
 			return st, err
 		}
 	}
@@ -181,7 +182,7 @@ func (r *Runner) Round(ctx context.Context, peer ring.Member) (st RoundStats, er
 
 // repair lists a chunk of mismatched buckets on both sides and moves the
 // newer records each way.
-func (r *Runner) repair(ctx context.Context, s Scope, peer ring.Member, ringID string, buckets []int, st *RoundStats, p *pacer) error {
+func (r *Runner) repair(ctx context.Context, s Scope, peer ring.Member, ringID string, buckets []int, st *RoundStats, p *pace.Limiter) error {
 	remote, err := r.o.Peers.AntiEntropyEntries(ctx, peer.Addr, r.o.Self, ringID, buckets)
 	if err != nil {
 		return fmt.Errorf("antientropy: listing of %s: %w", peer.Name, err)
@@ -207,7 +208,7 @@ func (r *Runner) repair(ctx context.Context, s Scope, peer ring.Member, ringID s
 			if err != nil {
 				return err
 			}
-			if err := p.wait(ctx, len(batch)); err != nil {
+			if err := p.Wait(ctx, int64(len(batch))); err != nil {
 				return err
 			}
 		}
@@ -278,30 +279,6 @@ func count(applied []bool) int {
 		}
 	}
 	return n
-}
-
-// pacer holds a round to rate blocks per second.
-type pacer struct {
-	rate  int
-	start time.Time
-	done  int
-}
-
-func (p *pacer) wait(ctx context.Context, n int) error {
-	p.done += n
-	due := p.start.Add(time.Duration(float64(p.done) / float64(p.rate) * float64(time.Second)))
-	d := time.Until(due)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Metrics of anti-entropy.

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/goblocks/goblocks/node/membership"
+	"github.com/goblocks/goblocks/node/pace"
 	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
@@ -161,12 +162,8 @@ func (d *Driver) Leave(ctx context.Context) error {
 			break
 		}
 		d.o.Logger.Warn().Err(err).Msg("announce leave")
-		t := time.NewTimer(200 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := pace.Sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
 		}
 	}
 	d.o.Logger.Info().Msg("leaving: handing over data before exit")

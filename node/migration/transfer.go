@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/goblocks/goblocks/node/pace"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
@@ -61,7 +62,7 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 	var wg sync.WaitGroup
 	var firstErr error
 	var errOnce sync.Once
-	limiter := newRateLimiter(bytesPerSec)
+	limiter := pace.NewLimiter(float64(bytesPerSec))
 	fail := func(err error) {
 		errOnce.Do(func() { firstErr = err; cancel() })
 	}
@@ -125,7 +126,7 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 // sendBatch reads the records and sends them, retrying with backoff until
 // the peer accepts them or ctx ends: a peer that stays down ends the round
 // through its participant record instead.
-func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string, ids []string, lim *rateLimiter, p *Progress) error {
+func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string, ids []string, lim *pace.Limiter, p *Progress) error {
 	items := make([]storage.Item, 0, len(ids))
 	var bytes int64
 	for _, id := range ids {
@@ -146,7 +147,7 @@ func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string
 	if len(items) == 0 {
 		return nil
 	}
-	if err := lim.wait(ctx, bytes); err != nil {
+	if err := lim.Wait(ctx, bytes); err != nil {
 		return err
 	}
 	backoff := 50 * time.Millisecond
@@ -157,51 +158,9 @@ func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string
 			p.SentBytes.Add(bytes)
 			return nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := pace.Sleep(ctx, backoff); err != nil {
+			return err
 		}
 		backoff = min(backoff*2, 2*time.Second)
-	}
-}
-
-// rateLimiter paces transfers to a byte rate so a migration does not take
-// all of a node's disk and network from client requests.
-type rateLimiter struct {
-	rate  int64
-	mu    sync.Mutex
-	start time.Time
-	sent  int64
-}
-
-func newRateLimiter(bytesPerSec int64) *rateLimiter {
-	return &rateLimiter{rate: bytesPerSec, start: time.Now()}
-}
-
-func (l *rateLimiter) wait(ctx context.Context, n int64) error {
-	if l.rate <= 0 {
-		return nil
-	}
-	l.mu.Lock()
-	l.sent += n
-	due := l.start.Add(time.Duration(float64(l.sent) / float64(l.rate) * float64(time.Second)))
-	l.mu.Unlock()
-	d := time.Until(due)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
