@@ -25,14 +25,7 @@ func TestAntiEntropyCatchesUpAReturningReplica(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, func() error {
-			for n, got := range c.localVersions(id) {
-				if got != v {
-					return fmt.Errorf("n%d holds %q of %s", n, got, id)
-				}
-			}
-			return nil
-		})
+		c.waitVersion(t, id, v)
 		deleted = append(deleted, id)
 	}
 	c.stop(2)
@@ -91,14 +84,7 @@ func TestAntiEntropyRepairsADivergedReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		for n, got := range c.localVersions("restored") {
-			if got != vs {
-				return fmt.Errorf("n%d holds %q", n, got)
-			}
-		}
-		return nil
-	})
+	c.waitVersion(t, "restored", vs)
 	v, err := hlc.ParseVersion(vs)
 	if err != nil {
 		t.Fatal(err)
@@ -148,14 +134,7 @@ func TestAntiEntropyEndpointsRejectBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		for i, v := range c.localVersions("keep") {
-			if v != version {
-				return fmt.Errorf("n%d holds %q", i, v)
-			}
-		}
-		return nil
-	})
+	c.waitVersion(t, "keep", version)
 	members := make([]ring.Member, 3)
 	for i := range members {
 		members[i] = ring.Member{Name: fmt.Sprintf("n%d", i), VNodes: c.cfgs[i].VNodes}

@@ -25,14 +25,7 @@ func TestBadInputRejectedAndChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		for i, v := range c.localVersions("keep") {
-			if v != version {
-				return fmt.Errorf("n%d holds %q", i, v)
-			}
-		}
-		return nil
-	})
+	c.waitVersion(t, "keep", version)
 	good := randomBlock(t)
 	auth := []string{"Authorization", "Bearer s3cret"}
 	validHdr := func(data []byte) []string {

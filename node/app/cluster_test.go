@@ -148,14 +148,7 @@ func TestConcurrentWritersConverge(t *testing.T) {
 	}
 	sort.Slice(acked, func(i, j int) bool { return acked[i].Compare(acked[j]) < 0 })
 	newest := acked[len(acked)-1].String()
-	eventually(t, 5*time.Second, func() error {
-		for i, v := range c.localVersions("hot") {
-			if v != newest {
-				return fmt.Errorf("n%d holds %s, want newest acknowledged %s", i, v, newest)
-			}
-		}
-		return nil
-	})
+	c.waitVersion(t, "hot", newest)
 	_, v, err := c.get(1, "hot")
 	if err != nil || v != newest {
 		t.Fatalf("read returns %s (%v), want %s", v, err, newest)

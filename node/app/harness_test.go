@@ -281,6 +281,20 @@ func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 
 // localVersions returns each running node's stored version of id ("" when
 // it holds none), read straight from its engine.
+// waitVersion waits until every node holds version v of id (writes are
+// acknowledged at quorum; the last replica may apply a moment later).
+func (c *testCluster) waitVersion(t *testing.T, id, v string) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() error {
+		for i, got := range c.localVersions(id) {
+			if got != v {
+				return fmt.Errorf("n%d holds %q of %s, want %q", i, got, id, v)
+			}
+		}
+		return nil
+	})
+}
+
 func (c *testCluster) localVersions(id string) []string {
 	out := make([]string, len(c.nodes))
 	for i, n := range c.nodes {
