@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/goblocks/goblocks/internal/testkit"
 )
 
 // fakeNode answers every request with status and a JSON error body (or,
@@ -49,18 +50,6 @@ func newFakeNode(t *testing.T, status int, code string) *fakeNode {
 }
 
 func (f *fakeNode) addr() string { return strings.TrimPrefix(f.URL, "http://") }
-
-// closedAddr is a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 func mustNew(t *testing.T, addrs []string, opts ...Option) *Client {
 	t.Helper()
@@ -113,7 +102,7 @@ func TestRetryOnNextNode(t *testing.T) {
 			var badNode *fakeNode
 			switch first {
 			case "down":
-				bad = closedAddr(t)
+				bad = testkit.ClosedAddr(t)
 			case "503":
 				badNode = newFakeNode(t, http.StatusServiceUnavailable, "unavailable")
 				bad = badNode.addr()
@@ -155,7 +144,7 @@ func TestNoRetryOn4xx(t *testing.T) {
 }
 
 func TestAllNodesDown(t *testing.T) {
-	c := mustNew(t, []string{closedAddr(t), closedAddr(t)}, WithRetries(3))
+	c := mustNew(t, []string{testkit.ClosedAddr(t), testkit.ClosedAddr(t)}, WithRetries(3))
 	_, err := c.Get(context.Background(), "b1")
 	var e *Error
 	if !errors.Is(err, ErrUnavailable) || !errors.As(err, &e) || e.Status != 0 || e.Err == nil {
@@ -241,7 +230,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestNodePinsOneNode(t *testing.T) {
-	down := closedAddr(t)
+	down := testkit.ClosedAddr(t)
 	up := newFakeNode(t, http.StatusOK, "")
 	c := mustNew(t, []string{up.addr()})
 	if _, err := c.Node(down).Get(context.Background(), "b1"); !errors.Is(err, ErrUnavailable) {

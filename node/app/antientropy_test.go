@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/antientropy"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/ring"
@@ -47,7 +48,7 @@ func TestAntiEntropyCatchesUpAReturningReplica(t *testing.T) {
 		tombstones[id] = hdr.Get("X-Goblocks-Version")
 	}
 	c.restart(t, 2)
-	eventually(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		missing := 0
 		for id, data := range written {
 			rec, err := c.nodes[2].Engine().Get(id)
@@ -104,7 +105,7 @@ func TestAntiEntropyRepairsADivergedReplica(t *testing.T) {
 	if ok, err := c.nodes[0].Engine().Apply("only-n0", storage.NewRecord(only, newer)); !ok || err != nil {
 		t.Fatalf("apply: %v %v", ok, err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		for n, node := range c.nodes {
 			rec, err := node.Engine().Get("restored")
 			if err != nil || rec.Version != v || !bytes.Equal(rec.Data, cur) {
@@ -118,7 +119,7 @@ func TestAntiEntropyRepairsADivergedReplica(t *testing.T) {
 		return nil
 	})
 	// Once converged, rounds find every pair in sync.
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		before := gatheredValue(t, c.nodes[0].Registry(), "blocks_antientropy_rounds_total", "result", "in_sync")
 		if before < 2 {
 			return fmt.Errorf("n0 had %v in-sync rounds", before)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/hlc"
 )
 
@@ -32,7 +33,7 @@ func TestEveryNodeCoordinates(t *testing.T) {
 		}
 		// RF=3 on 3 nodes: every node holds a copy once the background
 		// replica calls finish.
-		eventually(t, 5*time.Second, func() error {
+		testkit.Eventually(t, 5*time.Second, func() error {
 			for i, v := range c.localVersions(id) {
 				if v == "" {
 					return fmt.Errorf("n%d has no copy of %s", i, id)
@@ -105,7 +106,7 @@ func TestStoppedReplicaRepairedByRead(t *testing.T) {
 	if err != nil || !bytes.Equal(got, newest) {
 		t.Fatalf("read via restarted n2: %v (content equal: %v)", err, bytes.Equal(got, newest))
 	}
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		if v := c.localVersions("r")[2]; v != version {
 			return fmt.Errorf("n2 holds %q, want %q", v, version)
 		}
@@ -208,7 +209,7 @@ func TestAdminRingAndCluster(t *testing.T) {
 		t.Fatalf("shares sum to %v", share)
 	}
 	// The write is acknowledged at quorum; n2's copy may land a moment later.
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		status, body, _, err := c.do("GET", c.url(2, "/admin/cluster"), nil)
 		if err != nil || status != 200 {
 			t.Fatalf("/admin/cluster: %d %v", status, err)
@@ -240,7 +241,7 @@ func TestHintedHandoffCatchesUpAReturningReplica(t *testing.T) {
 	}
 	// A write is acknowledged at quorum: its failed call to n2 (and so
 	// its hint) may come a moment later.
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		pending := gatheredValue(t, c.nodes[0].Registry(), "blocks_hints_stored_total") +
 			gatheredValue(t, c.nodes[1].Registry(), "blocks_hints_stored_total")
 		if pending != 50 {
@@ -249,7 +250,7 @@ func TestHintedHandoffCatchesUpAReturningReplica(t *testing.T) {
 		return nil
 	})
 	c.restart(t, 2)
-	eventually(t, 15*time.Second, func() error {
+	testkit.Eventually(t, 15*time.Second, func() error {
 		missing := 0
 		for id, data := range written {
 			rec, err := c.nodes[2].Engine().Get(id)
@@ -263,7 +264,7 @@ func TestHintedHandoffCatchesUpAReturningReplica(t *testing.T) {
 		return nil
 	})
 	// The counters move after the replica has the data.
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		delivered := gatheredValue(t, c.nodes[0].Registry(), "blocks_hints_delivered_total") +
 			gatheredValue(t, c.nodes[1].Registry(), "blocks_hints_delivered_total")
 		if delivered != 50 {

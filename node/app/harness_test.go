@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/membership/zk/zktest"
 )
@@ -263,29 +264,13 @@ func randomBlock(t testing.TB) []byte {
 	return b
 }
 
-// eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // localVersions returns each running node's stored version of id ("" when
 // it holds none), read straight from its engine.
 // waitVersion waits until every node holds version v of id (writes are
 // acknowledged at quorum; the last replica may apply a moment later).
 func (c *testCluster) waitVersion(t *testing.T, id, v string) {
 	t.Helper()
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		for i, got := range c.localVersions(id) {
 			if got != v {
 				return fmt.Errorf("n%d holds %q of %s, want %q", i, got, id, v)

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/goblocks/goblocks/internal/testkit"
 )
 
 // The observability files of the repository (prometheus/, grafana/) are
@@ -204,7 +206,7 @@ scrape_configs:
 		}
 	})
 	p := &promServer{base: "http://" + addr, client: &http.Client{Timeout: 5 * time.Second}}
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		select {
 		case <-done:
 			b, _ := os.ReadFile(logf.Name())
@@ -224,7 +226,7 @@ scrape_configs:
 	// Scraping must run before the scenario, or counters that change only
 	// once (a migration round) would never show an increase.
 	began := time.Now()
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		v, err := p.query(`up{job="goblocks"} == 1`)
 		if err != nil {
 			return err
@@ -469,7 +471,7 @@ func (p *promServer) checkExpressions(t *testing.T, exprs []expression) int {
 			return
 		}
 		checked[q] = true
-		eventually(t, 30*time.Second, func() error {
+		testkit.Eventually(t, 30*time.Second, func() error {
 			v, err := p.query(q)
 			var ae *apiError
 			if errors.As(err, &ae) && ae.kind == "bad_data" {
@@ -620,7 +622,7 @@ func TestSelectors(t *testing.T) {
 
 func (p *promServer) checkTargets(t *testing.T, want []string) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		var data struct {
 			ActiveTargets []struct {
 				Labels    map[string]string `json:"labels"`
@@ -657,7 +659,7 @@ func (p *promServer) checkTargets(t *testing.T, want []string) {
 // that all its rules evaluated without error.
 func (p *promServer) checkRules(t *testing.T, ruleFiles []string) (groups, rules int) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		var data struct {
 			Groups []struct {
 				Name  string `json:"name"`
@@ -781,7 +783,7 @@ func driveScenario(t *testing.T, c *testCluster, l *promLoad) {
 		t.Fatalf("remove pre-3 from n1: %v %v", ok, err)
 	}
 	expect(http.MethodGet, "/block/pre-3?consistency=all", nil, http.StatusOK)
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if _, err := c.nodes[1].Engine().GetMeta("pre-3"); err != nil {
 			return fmt.Errorf("n1 not repaired: %w", err)
 		}

@@ -18,6 +18,8 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+
+	"github.com/goblocks/goblocks/internal/testkit"
 )
 
 // otlpReceiver is an OTLP/gRPC trace collector built on the official
@@ -104,7 +106,7 @@ func TestTracingOneTraceAcrossNodes(t *testing.T) {
 	}
 
 	var spans []receivedSpan
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		spans = rcv.trace(traceID)
 		servers := 0
 		for _, s := range spans {
@@ -183,7 +185,7 @@ func TestTracingOneTraceAcrossNodes(t *testing.T) {
 	if status != http.StatusNotFound {
 		t.Fatalf("GET missing: %d", status)
 	}
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		for _, s := range rcv.trace(failTrace) {
 			a := attrs(s.span.Attributes)
 			if s.span.Name == "GET /block/{id}" && a["error.description"] != "" && a["http.status_code"] == "404" {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/goblocks/goblocks/internal/testkit"
 )
 
 // TestUIBrowser loads /ui of a 3-node ZooKeeper cluster in headless
@@ -210,7 +212,7 @@ func (p uiPage) showsRing(members []string, ring RingStatus) error {
 // waitPage polls the page's DOM until cond accepts it.
 func (b *browser) waitPage(t *testing.T, what string, cond func(uiPage) error) {
 	t.Helper()
-	eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 		defer cancel()
 		p, err := chromedp.Run(ctx, chromedp.Evaluate[uiPage](readPage))

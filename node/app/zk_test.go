@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/membership/zk/zktest"
 	"github.com/goblocks/goblocks/node/migration"
 	"github.com/goblocks/goblocks/node/storage"
@@ -51,7 +52,7 @@ func (c *testCluster) running() []int {
 func (c *testCluster) waitStable(t *testing.T, members int) migration.ClusterStatus {
 	t.Helper()
 	var last migration.ClusterStatus
-	eventually(t, 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error {
 		var epoch int64 = -1
 		for _, i := range c.running() {
 			st := c.nodes[i].ClusterStatus()
@@ -186,7 +187,7 @@ func preload(t *testing.T, c *testCluster, n int) map[string][]byte {
 func (c *testCluster) checkPlacement(t *testing.T, ids []string) {
 	t.Helper()
 	v := c.nodes[c.running()[0]].coord.View()
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		for _, id := range ids {
 			owners := v.Current.OwnerNames(id, v.RF)
 			sort.Strings(owners)
@@ -325,7 +326,7 @@ func TestZKJoinsDuringMigrationBatched(t *testing.T) {
 	pre := preload(t, c, 1500)
 	before := c.waitStable(t, 3)
 	c.addNode(t)
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		if !c.nodes[0].ClusterStatus().Migrating {
 			return errors.New("no round running yet")
 		}
@@ -333,7 +334,7 @@ func TestZKJoinsDuringMigrationBatched(t *testing.T) {
 	})
 	c.addNode(t)
 	c.addNode(t)
-	eventually(t, 10*time.Second, func() error {
+	testkit.Eventually(t, 10*time.Second, func() error {
 		if !c.nodes[0].ClusterStatus().Pending {
 			return errors.New("pending flag not set")
 		}
@@ -358,7 +359,7 @@ func TestZKParticipantKilledMidMigration(t *testing.T) {
 	pre := preload(t, c, 1500)
 	w := startWorkload(t, c, 4, 30)
 	c.addNode(t)
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		st := c.nodes[0].ClusterStatus()
 		if !st.Migrating {
 			return errors.New("no round running yet")
@@ -401,7 +402,7 @@ func TestZKNoSessionRefusesRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.opts.zk.Stop()
-	eventually(t, 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		for i := range c.nodes {
 			status, body, _, err := c.do("PUT", c.url(i, "/block/after"), randomBlock(t))
 			if err != nil {
@@ -458,7 +459,7 @@ func checkJoinMetrics(t *testing.T, c *testCluster, joined int, epoch int64, rec
 		t.Errorf("owned shares sum to %v, want 1", share)
 	}
 	// Stale copies are collected once the grace period ends.
-	eventually(t, 20*time.Second, func() error {
+	testkit.Eventually(t, 20*time.Second, func() error {
 		var stale, collected float64
 		for _, i := range c.running() {
 			stale += gatheredValue(t, c.nodes[i].Registry(), "blocks_stale_count")

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/goblocks/goblocks/internal/testkit"
 )
 
 func randomBytes(t *testing.T, n int) []byte {
@@ -122,7 +124,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestUnreachable(t *testing.T) {
-	down := closedAddr(t)
+	down := testkit.ClosedAddr(t)
 	for _, args := range [][]string{
 		{"get", "b1"}, {"rm", "b1"}, {"status"}, {"ring"},
 		{"bench", "-d", "100ms", "-op", "put"}, {"export", "p", "-"},
@@ -135,7 +137,7 @@ func TestUnreachable(t *testing.T) {
 // A node that is down is skipped: the next one coordinates.
 func TestFailover(t *testing.T) {
 	c := startCluster(t, 3)
-	nodes := closedAddr(t) + "," + c.addrs[1]
+	nodes := testkit.ClosedAddr(t) + "," + c.addrs[1]
 	for i := range 4 { // round-robin starts on each node in turn
 		expect(t, run(t, nodes, randomBytes(t, 4096), "put", "b"+strconv.Itoa(i), "-"), ExitOK, "", "")
 	}
@@ -158,7 +160,7 @@ func TestStatus(t *testing.T) {
 	}
 	// RF 3 on 3 nodes: every node holds every block, once the third
 	// replica of each quorum write has landed too.
-	eventually(t, 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, func() error {
 		r := run(t, c.addrs[2], nil, "status")
 		for i, addr := range c.addrs {
 			row := regexp.MustCompile(`(?m)^n` + strconv.Itoa(i) + `\s+` + regexp.QuoteMeta(addr) + `\s+ok\s+\d+\s+10\s`)
