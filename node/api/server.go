@@ -56,8 +56,6 @@ type Options struct {
 	OnTransferReceived func(blocks, bytes int64)
 	// Extra routes (admin, ui) registered by other packages.
 	Extra func(r *mux.Router)
-	// Middleware wraps every route; applied outermost first.
-	Middleware []mux.MiddlewareFunc
 	// Tracing, when non-nil, gives every request a server span joined to
 	// the caller's trace (W3C traceparent).
 	Tracing *telemetry.Tracing
@@ -81,9 +79,6 @@ func NewHandler(o Options) http.Handler {
 	r.UseEncodedPath()
 	if o.Tracing != nil {
 		r.Use(s.traced()...)
-	}
-	for _, m := range o.Middleware {
-		r.Use(m)
 	}
 	r.Use(s.requestLog)
 

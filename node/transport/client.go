@@ -32,8 +32,6 @@ type Options struct {
 	Token string
 	// MaxBlockSize bounds the payload read from a peer.
 	MaxBlockSize int
-	// Wrap, when set, wraps the HTTP transport.
-	Wrap func(http.RoundTripper) http.RoundTripper
 	// Propagator, when set, carries the caller's trace to the peer. Calls
 	// made under a sampled span then travel in requests of their own
 	// instead of shared batches, so the replica's span joins that trace;
@@ -66,14 +64,10 @@ func NewClient(o Options) *Client {
 		DisableCompression:  true, // blocks are opaque; compressing them costs CPU for nothing
 		ForceAttemptHTTP2:   false,
 	}
-	var rt http.RoundTripper = tr
-	if o.Wrap != nil {
-		rt = o.Wrap(rt)
-	}
 	if o.MaxBlockSize <= 0 {
 		o.MaxBlockSize = 4096
 	}
-	c := &Client{http: &http.Client{Transport: rt}, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator}
+	c := &Client{http: &http.Client{Transport: tr}, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator}
 	c.pipes.closing = make(chan struct{})
 	c.closingCtx, c.closeCtx = context.WithCancel(context.Background())
 	return c
