@@ -12,7 +12,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build deps test test-race lint bench run fuzz clean
+.PHONY: all build deps test test-race lint bench jepsen run fuzz clean
 
 all: build
 
@@ -46,6 +46,11 @@ lint:
 
 bench:
 	$(GO) test -run XXX -bench . -benchtime 3s ./node/app/
+
+# The long linearizability check: every fault, four rounds (make test runs
+# one short round).
+jepsen: deps
+	GOBLOCKS_JEPSEN=long $(GO) test -count=1 -timeout 10m -run TestLinearizableUnderFaults -v ./node/app/
 
 # Short fuzzing pass over every fuzz target (seed corpora run in 'make test').
 fuzz:

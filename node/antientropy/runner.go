@@ -25,7 +25,7 @@ type Peers interface {
 	// AntiEntropyEntries asks for its listing of those buckets.
 	AntiEntropyEntries(ctx context.Context, addr, self, ringID string, buckets []int) ([]Entry, error)
 	FetchBatch(ctx context.Context, addr string, ids []string) ([]wire.FetchReply, error)
-	ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error)
+	ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error)
 }
 
 // Options configure a Runner.
@@ -43,7 +43,9 @@ type Options struct {
 	Rate int
 	// Observe, when set, is given the version of every record pulled, so
 	// this node's clock never versions a write behind what it stores.
-	Observe func(hlc.Timestamp)
+	// A record it refuses (a version too far in the future) is not
+	// applied: the peer's clock, or this node's, is off.
+	Observe func(hlc.Timestamp) error
 	Logger  zerolog.Logger
 	Metrics *Metrics // may be nil
 }
@@ -231,7 +233,10 @@ func (r *Runner) pull(ctx context.Context, peer ring.Member, ids []string) (int,
 		rec := rep.Record
 		rec.StaleSince = time.Time{} // this node owns it (it is in the scope)
 		if r.o.Observe != nil {
-			r.o.Observe(rec.Version.Timestamp)
+			if err := r.o.Observe(rec.Version.Timestamp); err != nil {
+				r.o.Logger.Warn().Err(err).Str("block_id", ids[i]).Str("peer", peer.Name).Str("version", rec.Version.String()).Msg("anti-entropy: refusing a record")
+				continue
+			}
 		}
 		items = append(items, storage.Item{ID: ids[i], Record: rec})
 	}
@@ -264,9 +269,13 @@ func (r *Runner) push(ctx context.Context, peer ring.Member, ids []string) (int,
 	if len(items) == 0 {
 		return 0, nil
 	}
-	applied, err := r.o.Peers.ApplyBatch(ctx, peer.Addr, items)
+	results, err := r.o.Peers.ApplyBatch(ctx, peer.Addr, items)
 	if err != nil {
 		return 0, fmt.Errorf("antientropy: apply at %s: %w", peer.Name, err)
+	}
+	applied := make([]bool, len(results))
+	for i, res := range results {
+		applied[i] = res.Applied
 	}
 	return count(applied), nil
 }

@@ -63,12 +63,17 @@ func (f fakePeers) FetchBatch(_ context.Context, addr string, ids []string) ([]w
 	return out, nil
 }
 
-func (f fakePeers) ApplyBatch(_ context.Context, addr string, items []storage.Item) ([]bool, error) {
+func (f fakePeers) ApplyBatch(_ context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error) {
 	l, err := f.node(addr)
 	if err != nil {
 		return nil, err
 	}
-	return l.Engine.ApplyBatch(items)
+	applied, err := l.Engine.ApplyBatch(items)
+	out := make([]wire.ApplyResult, len(applied))
+	for i, ok := range applied {
+		out[i].Applied = ok
+	}
+	return out, err
 }
 
 func TestRoundConvergesTwoReplicas(t *testing.T) {

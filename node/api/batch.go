@@ -43,8 +43,11 @@ func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, "internalput", err)
 			return
 		}
-		if s.o.Clock != nil {
-			s.o.Clock.Observe(rec.Version.Timestamp)
+		if err := s.guard.admit(r, rec.Version); err != nil {
+			// The whole batch is refused: a sender whose clock runs ahead
+			// must not get some of its records stored.
+			s.fail(w, r, "internalput", err)
+			return
 		}
 		items = append(items, storage.Item{ID: id, Record: rec})
 	}
@@ -69,12 +72,13 @@ func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
 		}
 		s.o.OnTransferReceived(int64(len(items)), bytes)
 	}
-	out := make([]byte, len(applied))
+	out := make([]byte, 0, len(applied)*2)
 	for i, ok := range applied {
-		out[i] = wire.ResultNotApplied
-		if ok {
-			out[i] = wire.ResultApplied
+		res := wire.ApplyResult{Applied: ok}
+		if !ok {
+			res.Held = s.heldVersion(items[i].ID)
 		}
+		out = wire.AppendApplyResult(out, res)
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	_, _ = w.Write(out)

@@ -42,6 +42,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_consistency"
 	case errors.Is(err, wire.ErrMalformed), errors.Is(err, ErrUnexpectedRequest):
 		return http.StatusBadRequest, "malformed"
+	case errors.Is(err, ErrFutureVersion):
+		return http.StatusBadRequest, "future_version"
 	case errors.Is(err, ErrChecksumMismatch):
 		return http.StatusBadRequest, "checksum_mismatch"
 	case errors.Is(err, ErrUnauthorized):

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
 )
@@ -62,8 +63,9 @@ func (s *server) internalDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) applyLocal(w http.ResponseWriter, r *http.Request, op, id string, rec storage.Record) {
-	if s.o.Clock != nil {
-		s.o.Clock.Observe(rec.Version.Timestamp)
+	if err := s.guard.admit(r, rec.Version); err != nil {
+		s.fail(w, r, op, err)
+		return
 	}
 	applied, err := s.o.Local.Apply(id, rec)
 	if err != nil {
@@ -71,7 +73,22 @@ func (s *server) applyLocal(w http.ResponseWriter, r *http.Request, op, id strin
 		return
 	}
 	w.Header().Set(wire.HeaderApplied, strconv.FormatBool(applied))
+	if !applied {
+		w.Header().Set(wire.HeaderHeld, s.heldVersion(id).String())
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// heldVersion is the version this node holds of id after refusing an
+// older or equal one: the coordinator re-stamps its write above it. A
+// copy that cannot be read reports the zero version (the coordinator then
+// counts the replica as failed, never as holding its write).
+func (s *server) heldVersion(id string) hlc.Version {
+	m, err := s.o.Local.GetMeta(id)
+	if err != nil {
+		return hlc.Version{}
+	}
+	return m.Version
 }
 
 // internalGet returns this node's own copy with its version and state, with

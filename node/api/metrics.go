@@ -8,6 +8,9 @@ type Metrics struct {
 	Put, Get, Delete, InternalPut, InternalDelete, Health prometheus.Counter
 	Errors                                                *prometheus.CounterVec
 	PutDuration, GetDuration, DeleteDuration              prometheus.Histogram
+	// FutureVersions counts versions refused for being too far ahead of
+	// this node's clock.
+	FutureVersions prometheus.Counter
 }
 
 // serverErrorCodes are the codes errorStatus maps to 5xx: the errors that
@@ -40,6 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PutDuration:    hist("blocks_put_duration", "PUT operation latency in seconds."),
 		GetDuration:    hist("blocks_get_duration", "GET operation latency in seconds."),
 		DeleteDuration: hist("blocks_delete_duration", "DELETE operation latency in seconds."),
+		FutureVersions: counter("blocks_future_versions_refused_total", "Versions from peers refused for being more than MaxClockOffset ahead of this node's clock."),
 	}
 	// Series exist from the start at zero: a counter born at its first
 	// error would hide that error from rate() and the SLO burn rates.
@@ -50,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Put, m.Get, m.Delete, m.InternalPut, m.InternalDelete, m.Health,
-			m.Errors, m.PutDuration, m.GetDuration, m.DeleteDuration)
+			m.Errors, m.PutDuration, m.GetDuration, m.DeleteDuration, m.FutureVersions)
 	}
 	return m
 }

@@ -61,7 +61,10 @@ type Options struct {
 	Tracing *telemetry.Tracing
 }
 
-type server struct{ o Options }
+type server struct {
+	o     Options
+	guard *versionGuard
+}
 
 // NewHandler returns the node's HTTP handler.
 func NewHandler(o Options) http.Handler {
@@ -72,6 +75,9 @@ func NewHandler(o Options) http.Handler {
 		o.Gatherer = prometheus.NewRegistry()
 	}
 	s := &server{o: o}
+	if o.Clock != nil {
+		s.guard = newVersionGuard(o.Clock, o.Metrics.FutureVersions, o.Logger)
+	}
 	r := mux.NewRouter()
 	// Ids never need escaping; keeping the raw path means "%2F" or ".."
 	// reach the validator as written instead of being decoded or cleaned.
@@ -266,11 +272,27 @@ func (s *server) deleteBlock(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	s.o.Metrics.Health.Inc()
+	body := healthBody{Status: "ok", Node: s.o.Self, ClockSkew: s.guard.recent()}
+	if body.ClockSkew != nil {
+		body.Warnings = append(body.Warnings, fmt.Sprintf(
+			"versions from %d peer(s) were up to %s ahead of this node's clock in the last minute and were refused: if several peers are ahead, this node's clock is behind",
+			len(body.ClockSkew.Peers), body.ClockSkew.MaxAhead))
+	}
 	if err := s.ready(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "node": s.o.Self, "error": err.Error()})
+		body.Status, body.Error = "unavailable", err.Error()
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "node": s.o.Self})
+	writeJSON(w, http.StatusOK, body)
+}
+
+// healthBody is the JSON of /health.
+type healthBody struct {
+	Status    string   `json:"status"`
+	Node      string   `json:"node"`
+	Error     string   `json:"error,omitempty"`
+	Warnings  []string `json:"warnings,omitempty"`
+	ClockSkew *skew    `json:"clock_skew,omitempty"`
 }
 
 func (s *server) ready() error {

@@ -88,7 +88,8 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Name: "blocks_stored_count", Help: "Current number of blocks stored on this node (owned and stale, tombstones excluded).",
 	}, func() float64 { return float64(n.engine.Count()) }))
 
-	clock := hlc.NewClock(nil)
+	clock := hlc.NewClock(nil, cfg.MaxClockOffset)
+	n.seedClock(clock)
 	peerOpts := transport.Options{Token: cfg.ClusterToken, MaxBlockSize: cfg.BlockSize}
 	if n.tracing != nil {
 		peerOpts.Propagator = n.tracing.Propagator
@@ -119,6 +120,7 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		Metrics:          replication.NewMetrics(n.registry),
 		Tracer:           n.tracing.Tracer("github.com/goblocks/goblocks/node/replication"),
 		Hints:            hinter,
+		ReadRepair:       replication.ReadRepairMode(cfg.ReadRepair),
 	})
 	fail := func(err error) (*Node, error) {
 		n.coord.Close()
@@ -195,6 +197,30 @@ func openEngine(cfg config.Config, dir string, log zerolog.Logger) (storage.Engi
 		return nil, fmt.Errorf("open storage in %s: %w", dir, err)
 	}
 	return e, nil
+}
+
+// seedClock moves the clock past the newest version stored here, so a
+// node whose wall clock went back across a restart still versions its
+// writes after its own data. A stored version beyond the allowed offset
+// means this clock is behind (or the store holds a version that should
+// never have been accepted): it is logged, not adopted.
+func (n *Node) seedClock(clock *hlc.Clock) {
+	var newest hlc.Timestamp
+	err := n.engine.Scan("", func(_ string, m storage.Meta) bool {
+		newest = max(newest, m.Version.Timestamp)
+		return true
+	})
+	if err != nil {
+		n.log.Warn().Err(err).Msg("reading the newest stored version to seed the clock")
+		return
+	}
+	if newest == 0 {
+		return
+	}
+	if err := clock.Observe(newest); err != nil {
+		n.log.Warn().Err(err).Time("newest_version_time", newest.Physical()).
+			Msg("the newest stored version is ahead of this node's clock: check the clock (NTP)")
+	}
 }
 
 // memberAddr finds a node's address in the rings this node routes by.
@@ -284,6 +310,7 @@ func (n *Node) zkMembership() error {
 		TransferRate:   n.cfg.MigrationRateLimit,
 		Logger:         n.log,
 		Metrics:        metrics,
+		SessionValid:   store.SessionValid,
 	})
 	return nil
 }

@@ -54,6 +54,14 @@ type clusterOpts struct {
 	// antiEntropy, when set, is every node's AntiEntropyInterval (the
 	// default, 10m, never fires in a test).
 	antiEntropy time.Duration
+	// sessionTimeout, when set, is every node's ZKSessionTimeout (zk mode;
+	// default 1.5s).
+	sessionTimeout time.Duration
+	// readRepair, when set, is every node's ReadRepair.
+	readRepair string
+	// wrapHandler, when set, wraps node i's HTTP handler (fault injection:
+	// stalls, slow replica writes).
+	wrapHandler func(i int, h http.Handler) http.Handler
 }
 
 func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
@@ -113,10 +121,16 @@ func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
 	if c.opts.antiEntropy > 0 {
 		cfg.AntiEntropyInterval = c.opts.antiEntropy
 	}
+	if c.opts.readRepair != "" {
+		cfg.ReadRepair = c.opts.readRepair
+	}
 	if c.opts.zk != nil {
 		cfg.ZKAddress = c.opts.zk.Addr
 		cfg.ZKRoot = c.opts.zkRoot
 		cfg.ZKSessionTimeout = 1500 * time.Millisecond
+		if c.opts.sessionTimeout > 0 {
+			cfg.ZKSessionTimeout = c.opts.sessionTimeout
+		}
 		cfg.StaleGracePeriod = c.opts.grace
 		cfg.GCInterval = 200 * time.Millisecond
 		cfg.LeaveTimeout = 60 * time.Second
@@ -169,6 +183,9 @@ func (c *testCluster) start(t testing.TB, i int, ln net.Listener) {
 	n, err := New(c.cfgs[i], ln, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.opts.wrapHandler != nil {
+		n.server.Handler = c.opts.wrapHandler(i, n.server.Handler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -77,6 +77,14 @@ type Config struct {
 	// has no ?consistency=.
 	ReadConsistency  Consistency
 	WriteConsistency Consistency
+	// ReadRepair is "blocking" (a read whose replies disagree writes the
+	// newest version back to a quorum before answering: linearizable) or
+	// "background" (answer first, repair after: not linearizable).
+	ReadRepair string
+	// MaxClockOffset is how far ahead of this node's clock a version may
+	// be on any path (replica writes, batches, hints, repairs, transfers,
+	// anti-entropy); later ones are refused.
+	MaxClockOffset time.Duration
 	// ClusterToken, when set, is required as a bearer token on /internal/*.
 	ClusterToken string
 	// BlockSize is the exact payload size of every block.
@@ -145,6 +153,8 @@ func Default() Config {
 		WriteConsistency:  Quorum,
 		BlockSize:         4096,
 		ReadRepairChance:  0.1, // Cassandra's historical default
+		ReadRepair:        "blocking",
+		MaxClockOffset:    500 * time.Millisecond, // NTP keeps hosts within milliseconds; room for a poorly synced VM
 		RequestTimeout:    5 * time.Second,
 		LogLevel:          "info",
 		ZKRoot:            "/goblocks",
@@ -208,6 +218,12 @@ func (c *Config) Validate() error {
 	}
 	if c.BlockSize < 1 || c.BlockSize > 1<<20 {
 		bad("BlockSize %d: want 1..1048576", c.BlockSize)
+	}
+	if c.ReadRepair != "blocking" && c.ReadRepair != "background" {
+		bad("ReadRepair %q: want blocking or background", c.ReadRepair)
+	}
+	if c.MaxClockOffset < time.Millisecond || c.MaxClockOffset > time.Hour {
+		bad("MaxClockOffset %v: want 1ms..1h", c.MaxClockOffset)
 	}
 	if c.ReadRepairChance < 0 || c.ReadRepairChance > 1 {
 		bad("ReadRepairChance %v: want 0..1", c.ReadRepairChance)
@@ -382,6 +398,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	num(&c.BlockSize, "BlockSize", "exact block payload size in bytes")
 	fl(&c.ReadRepairChance, "ReadRepairChance", "probability a read checks and repairs all owners")
 	dur(&c.RequestTimeout, "RequestTimeout", "deadline of one client request")
+	str(&c.ReadRepair, "ReadRepair", "blocking (linearizable quorum reads) or background (faster, not linearizable)")
+	dur(&c.MaxClockOffset, "MaxClockOffset", "refuse versions further ahead of this node's clock")
 	str(&c.LogLevel, "LogLevel", "log level: debug, info, warn, error")
 	str(&c.ZKRoot, "ZKRoot", "znode holding the cluster state")
 	dur(&c.ZKSessionTimeout, "ZKSessionTimeout", "ZooKeeper session timeout")

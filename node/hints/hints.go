@@ -16,13 +16,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/wire"
 )
 
 // Sender delivers records to a replica; transport.Client implements it.
 // applied[i] is false when the replica already held a newer version, which
 // counts as delivered too.
 type Sender interface {
-	ApplyBatch(ctx context.Context, addr string, items []storage.Item) (applied []bool, err error)
+	ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error)
 }
 
 // Options configure Hints.

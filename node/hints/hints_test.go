@@ -14,6 +14,7 @@ import (
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/storage/memory"
+	"github.com/goblocks/goblocks/node/wire"
 )
 
 // fakeSender applies batches to one memory engine per address.
@@ -24,14 +25,23 @@ type fakeSender struct {
 	calls int
 }
 
-func (f *fakeSender) ApplyBatch(_ context.Context, addr string, items []storage.Item) ([]bool, error) {
+func (f *fakeSender) ApplyBatch(_ context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	if f.down[addr] {
 		return nil, errors.New("connection refused")
 	}
-	return f.nodes[addr].ApplyBatch(items)
+	return results(f.nodes[addr].ApplyBatch(items))
+}
+
+// results turns an engine's batch outcome into what a peer answers.
+func results(applied []bool, err error) ([]wire.ApplyResult, error) {
+	out := make([]wire.ApplyResult, len(applied))
+	for i, ok := range applied {
+		out[i].Applied = ok
+	}
+	return out, err
 }
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -40,7 +50,7 @@ func rec(t *testing.T, ms int64, b byte) storage.Record {
 	t.Helper()
 	data := make([]byte, 16)
 	data[0] = b
-	ts := hlc.Timestamp(uint64(ms) << 16)
+	ts := hlc.At(time.UnixMilli(ms))
 	return storage.NewRecord(data, hlc.Version{Timestamp: ts, Node: "coord"})
 }
 
@@ -137,9 +147,9 @@ func TestNewerHintDuringDeliverySurvives(t *testing.T) {
 	ms := t0.UnixMilli()
 	h.Add("b", "blk", rec(t, ms, 1))
 	f.nodes["b:1"] = memory.New()
-	h.o.Sender = senderFunc(func(ctx context.Context, addr string, items []storage.Item) ([]bool, error) {
+	h.o.Sender = senderFunc(func(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error) {
 		h.Add("b", "blk", rec(t, ms+1, 2)) // arrives mid-delivery
-		return f.nodes[addr].ApplyBatch(items)
+		return results(f.nodes[addr].ApplyBatch(items))
 	})
 	if n, _ := h.Deliver(context.Background()); n != 0 {
 		t.Fatalf("removed %d hints; the newer one must stay", n)
@@ -153,8 +163,8 @@ func TestNewerHintDuringDeliverySurvives(t *testing.T) {
 	}
 }
 
-type senderFunc func(ctx context.Context, addr string, items []storage.Item) ([]bool, error)
+type senderFunc func(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error)
 
-func (s senderFunc) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error) {
+func (s senderFunc) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error) {
 	return s(ctx, addr, items)
 }

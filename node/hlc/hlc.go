@@ -14,48 +14,92 @@ import (
 	"time"
 )
 
-// logicalBits is the width of the logical counter in a Timestamp. 16 bits
-// allow 65,536 versions per millisecond per coordinator before the clock
-// borrows from the next millisecond.
-const logicalBits = 16
+// logicalBits is the width of the logical counter in a Timestamp. The
+// physical part is in microseconds, so two writes of one block through
+// different coordinators within the same millisecond still get distinct,
+// ordered wall times; 4,096 versions per microsecond per coordinator fit
+// before the clock borrows from the next microsecond.
+const logicalBits = 12
 
-// Timestamp packs wall-clock milliseconds (upper 48 bits) and a logical
-// counter (lower 16 bits). Comparing Timestamps as integers orders them.
+// maxPhysical is the largest wall time a Timestamp can hold (52 bits of
+// microseconds: the year 2112).
+const maxPhysical = 1<<(64-logicalBits) - 1
+
+// Timestamp packs wall-clock microseconds since the Unix epoch (upper 52
+// bits) and a logical counter (lower 12 bits). Comparing Timestamps as
+// integers orders them.
+//
+// Timestamps of the earlier millisecond layout (48 bits of milliseconds,
+// 16 logical bits) compare as older than every microsecond timestamp, so
+// data written before the change is superseded, never preferred.
 type Timestamp uint64
 
 // Physical returns the wall-clock part.
 func (t Timestamp) Physical() time.Time {
-	return time.UnixMilli(int64(t >> logicalBits))
+	return time.UnixMicro(int64(t >> logicalBits))
 }
 
 // Logical returns the logical counter.
-func (t Timestamp) Logical() uint16 { return uint16(t) }
+func (t Timestamp) Logical() uint16 { return uint16(t & (1<<logicalBits - 1)) }
 
-func pack(ms int64, logical uint64) Timestamp {
-	return Timestamp(uint64(ms)<<logicalBits | logical)
+func pack(us int64, logical uint64) Timestamp {
+	if us < 0 {
+		us = 0
+	}
+	if us > maxPhysical {
+		us = maxPhysical
+	}
+	return Timestamp(uint64(us)<<logicalBits | logical&(1<<logicalBits-1))
 }
 
+// At returns the first timestamp of wall time t.
+func At(t time.Time) Timestamp { return pack(t.UnixMicro(), 0) }
+
+// ErrFuture: a timestamp is further ahead of this node's wall clock than
+// the allowed offset. Accepting it would let one skewed or hostile peer
+// date every later write of a block into the future (and a maximal one
+// would wrap the clock), so it is refused on every path.
+var ErrFuture = errors.New("hlc: timestamp ahead of the local clock")
+
+// DefaultMaxOffset is how far ahead of the local wall clock an observed
+// timestamp may be: NTP keeps hosts within a few milliseconds; half a
+// second leaves room for a poorly synchronized VM without letting a
+// version outrun real time by much.
+const DefaultMaxOffset = 500 * time.Millisecond
+
 // Clock hands out strictly increasing Timestamps that never fall behind
-// any timestamp it has observed. It is safe for concurrent use.
+// any timestamp it has observed, and refuses to observe timestamps more
+// than MaxOffset ahead of its wall clock. It is safe for concurrent use.
 type Clock struct {
-	now func() time.Time
+	now       func() time.Time
+	maxOffset time.Duration
 
 	mu   sync.Mutex
 	last Timestamp
 }
 
-// NewClock returns a clock reading wall time from now (time.Now if nil).
-func NewClock(now func() time.Time) *Clock {
+// NewClock returns a clock reading wall time from now (time.Now if nil)
+// that accepts observed timestamps at most maxOffset ahead of it
+// (DefaultMaxOffset if maxOffset <= 0).
+func NewClock(now func() time.Time, maxOffset time.Duration) *Clock {
 	if now == nil {
 		now = time.Now
 	}
-	return &Clock{now: now}
+	if maxOffset <= 0 {
+		maxOffset = DefaultMaxOffset
+	}
+	return &Clock{now: now, maxOffset: maxOffset}
 }
 
+// MaxOffset is how far ahead of the wall clock an observed timestamp may be.
+func (c *Clock) MaxOffset() time.Duration { return c.maxOffset }
+
 // Now returns a timestamp greater than every one returned or observed
-// before.
+// before. It cannot wrap: observed timestamps are bounded by the wall
+// clock plus MaxOffset, and the logical counter borrows from the
+// microseconds.
 func (c *Clock) Now() Timestamp {
-	wall := pack(c.now().UnixMilli(), 0)
+	wall := At(c.now())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if wall > c.last {
@@ -66,15 +110,34 @@ func (c *Clock) Now() Timestamp {
 	return c.last
 }
 
+// Check returns an error wrapping ErrFuture when t is more than MaxOffset
+// ahead of the wall clock, and nil otherwise. The zero timestamp is never
+// valid.
+func (c *Clock) Check(t Timestamp) error {
+	if t == 0 {
+		return fmt.Errorf("%w: zero timestamp", ErrBadVersion)
+	}
+	wall := c.now()
+	if ahead := t.Physical().Sub(wall); ahead > c.maxOffset {
+		return fmt.Errorf("%w: %v ahead (limit %v)", ErrFuture, ahead.Round(time.Microsecond), c.maxOffset)
+	}
+	return nil
+}
+
 // Observe moves the clock past a timestamp seen from another node, so a
 // coordinator with a slow wall clock still versions its next write after
-// everything it has read.
-func (c *Clock) Observe(t Timestamp) {
+// everything it has read. A timestamp that fails Check is refused and
+// leaves the clock unchanged.
+func (c *Clock) Observe(t Timestamp) error {
+	if err := c.Check(t); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if t > c.last {
 		c.last = t
 	}
 	c.mu.Unlock()
+	return nil
 }
 
 // Version orders the writes of one block: newer Timestamp wins, equal
@@ -124,3 +187,6 @@ func ParseVersion(s string) (Version, error) {
 	}
 	return Version{Timestamp: Timestamp(n), Node: node}, nil
 }
+
+// Add returns t advanced by n logical ticks.
+func (t Timestamp) Add(n uint64) Timestamp { return t + Timestamp(n) }

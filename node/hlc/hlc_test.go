@@ -1,13 +1,14 @@
 package hlc
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
 
 func TestClockMonotonicWhenWallStandsStill(t *testing.T) {
 	wall := time.UnixMilli(1_700_000_000_000)
-	c := NewClock(func() time.Time { return wall })
+	c := NewClock(func() time.Time { return wall }, 0)
 	prev := c.Now()
 	for i := 0; i < 1000; i++ {
 		next := c.Now()
@@ -22,15 +23,69 @@ func TestClockMonotonicWhenWallStandsStill(t *testing.T) {
 }
 
 func TestClockObservePushesForward(t *testing.T) {
-	c := NewClock(func() time.Time { return time.UnixMilli(1000) })
-	remote := pack(5000, 7)
-	c.Observe(remote)
+	wall := time.UnixMilli(1_700_000_000_000)
+	c := NewClock(func() time.Time { return wall }, time.Second)
+	remote := At(wall.Add(300 * time.Millisecond)).Add(7)
+	if err := c.Observe(remote); err != nil {
+		t.Fatal(err)
+	}
 	if got := c.Now(); got <= remote {
 		t.Fatalf("Now() = %d, want after observed %d", got, remote)
 	}
-	c.Observe(pack(10, 0)) // older: ignored
+	if err := c.Observe(At(wall.Add(-time.Hour))); err != nil { // older: ignored
+		t.Fatal(err)
+	}
 	if got := c.Now(); got <= remote {
 		t.Fatalf("old observation moved clock back: %d", got)
+	}
+}
+
+// A timestamp further ahead than the offset is refused on Observe, and the
+// clock neither jumps nor wraps: the forged maximal version of the trust
+// issue once wrapped it to zero.
+func TestClockRefusesTheFuture(t *testing.T) {
+	wall := time.UnixMilli(1_700_000_000_000)
+	c := NewClock(func() time.Time { return wall }, 500*time.Millisecond)
+	before := c.Now()
+	for _, ts := range []Timestamp{
+		^Timestamp(0),
+		At(wall.Add(365 * 24 * time.Hour)),
+		At(wall.Add(501 * time.Millisecond)),
+	} {
+		if err := c.Observe(ts); !errors.Is(err, ErrFuture) {
+			t.Errorf("Observe(%d) = %v, want ErrFuture", ts, err)
+		}
+	}
+	if err := c.Observe(0); !errors.Is(err, ErrBadVersion) {
+		t.Errorf("Observe(0) = %v, want ErrBadVersion", err)
+	}
+	if err := c.Observe(At(wall.Add(499 * time.Millisecond))); err != nil {
+		t.Errorf("within the offset: %v", err)
+	}
+	after := c.Now()
+	if after <= before || after.Physical().Sub(wall) > 500*time.Millisecond {
+		t.Fatalf("clock moved from %v to %v", before.Physical(), after.Physical())
+	}
+}
+
+// Two coordinators whose wall clocks read the same millisecond order their
+// writes by the microsecond, not by name.
+func TestSubMillisecondResolution(t *testing.T) {
+	base := time.UnixMilli(1_700_000_000_000)
+	early := NewClock(func() time.Time { return base.Add(100 * time.Microsecond) }, 0)
+	late := NewClock(func() time.Time { return base.Add(900 * time.Microsecond) }, 0)
+	a := Version{Timestamp: early.Now(), Node: "zz"}
+	b := Version{Timestamp: late.Now(), Node: "aa"}
+	if !b.Newer(a) {
+		t.Fatalf("%v should be newer than %v", b, a)
+	}
+	if got := b.Timestamp.Physical(); !got.Equal(base.Add(900 * time.Microsecond)) {
+		t.Fatalf("physical %v", got)
+	}
+	// Millisecond-layout timestamps written before the change sort older.
+	old := Timestamp(uint64(base.UnixMilli())<<16 | 5)
+	if old >= a.Timestamp {
+		t.Fatalf("old layout %d not older than %d", old, a.Timestamp)
 	}
 }
 

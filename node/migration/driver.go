@@ -38,6 +38,11 @@ type Options struct {
 	TransferRate int64
 	Logger       zerolog.Logger
 	Metrics      *Metrics
+	// SessionValid, when set, reports whether the coordination session is
+	// certainly alive while disconnected (see zk.Store.SessionValid): the
+	// node then keeps serving on its committed ring. Nil: serve only while
+	// connected.
+	SessionValid func() error
 }
 
 // Driver runs this node's part of membership and migration. It is safe
@@ -142,7 +147,15 @@ func (d *Driver) Ready() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.snap.Connected {
-		return fmt.Errorf("%w: %w", replication.ErrUnavailable, membership.ErrNoSession)
+		// A ZooKeeper restart or a short partition from it changes no
+		// membership: the ring stays valid until the session could have
+		// expired, and no ring change can commit without this node before.
+		if d.o.SessionValid == nil {
+			return fmt.Errorf("%w: %w", replication.ErrUnavailable, membership.ErrNoSession)
+		}
+		if err := d.o.SessionValid(); err != nil {
+			return fmt.Errorf("%w: %w", replication.ErrUnavailable, err)
+		}
 	}
 	if !d.hasView {
 		return fmt.Errorf("%w: %w", replication.ErrUnavailable, replication.ErrNoView)

@@ -17,7 +17,7 @@ import (
 // Sender streams a batch of records to a peer, which applies them if
 // newer (transport.Client). Safe for concurrent use.
 type Sender interface {
-	ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error)
+	ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error)
 }
 
 // Progress counts a transfer. Safe for concurrent use.

@@ -30,8 +30,11 @@ var ErrUnavailable = errors.New("replication: not enough replicas")
 // Peers reaches other nodes' local copies. Implementations are safe for
 // concurrent use and honour ctx; returned records belong to the caller.
 type Peers interface {
-	// Apply stores rec on the replica at addr if it is newer there.
-	Apply(ctx context.Context, addr, id string, rec storage.Record) error
+	// Apply stores rec on the replica at addr if it is newer there and
+	// returns the version the replica holds afterwards: rec.Version when
+	// it stored it or already held it, a newer version when it refused it
+	// (the zero version when it refused it and cannot read its own copy).
+	Apply(ctx context.Context, addr, id string, rec storage.Record) (hlc.Version, error)
 	// Fetch returns the replica's local record; storage.ErrNotFound when
 	// it holds none.
 	Fetch(ctx context.Context, addr, id string) (storage.Record, error)
@@ -67,7 +70,42 @@ type Options struct {
 	// Hints, when set, keeps each write a replica did not take, for
 	// delivery when it is back (hinted handoff).
 	Hints Hinter
+	// ReadRepair is Blocking (default: linearizable quorum reads) or
+	// Background (the replies' disagreement is repaired after answering:
+	// faster on a diverged replica, but a later read may return an older
+	// value than an earlier one).
+	ReadRepair ReadRepairMode
+	// SpeculativeAfter is the least time a read waits for a replica before
+	// also asking the next owner; the observed p99 of replica reads is
+	// used when it is longer. Zero: DefaultSpeculativeAfter.
+	SpeculativeAfter time.Duration
 }
+
+// ReadRepairMode says when a read fixes the replicas it found lagging.
+type ReadRepairMode string
+
+const (
+	// Blocking writes the newest version back to a quorum of owners
+	// before the read answers (the second phase of the ABD register), so
+	// no later read can return an older version.
+	Blocking ReadRepairMode = "blocking"
+	// Background answers first and repairs afterwards.
+	Background ReadRepairMode = "background"
+)
+
+// ParseReadRepair accepts blocking or background.
+func ParseReadRepair(s string) (ReadRepairMode, error) {
+	switch m := ReadRepairMode(s); m {
+	case Blocking, Background:
+		return m, nil
+	}
+	return "", fmt.Errorf("read repair %q: want blocking or background", s)
+}
+
+// DefaultSpeculativeAfter is the floor of the speculative-read delay: a
+// replica read on loopback or a LAN answers within a millisecond or two,
+// so one that has not answered after 5ms is probably stalled.
+const DefaultSpeculativeAfter = 5 * time.Millisecond
 
 // Hinter stores a record for a replica that a write could not reach. Add
 // must be safe for concurrent use and must not block on the replica.
@@ -86,6 +124,9 @@ type Coordinator struct {
 	// repairSlots bounds concurrent background repairs; when full, a repair
 	// is dropped (the next read or anti-entropy will find the lag again).
 	repairSlots chan struct{}
+
+	// fetchLatency tracks replica read latency for speculative reads.
+	fetchLatency *latencyTracker
 
 	view atomic.Pointer[View]
 	// viewMu is held shared by every write until it has its quorum, and
@@ -119,8 +160,14 @@ func New(o Options) *Coordinator {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
+	if o.ReadRepair == "" {
+		o.ReadRepair = Blocking
+	}
+	if o.SpeculativeAfter <= 0 {
+		o.SpeculativeAfter = DefaultSpeculativeAfter
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Coordinator{o: o, base: ctx, cancel: cancel, repairSlots: make(chan struct{}, 64)}
+	return &Coordinator{o: o, base: ctx, cancel: cancel, repairSlots: make(chan struct{}, 64), fetchLatency: newLatencyTracker()}
 }
 
 // Close cancels background calls and waits for them.
@@ -130,15 +177,82 @@ func (c *Coordinator) Close() {
 }
 
 // Put writes data as the newest version of id and returns that version.
+// The version is greater than the version of every write acknowledged
+// before Put began, whatever the coordinators' clocks say: the
+// coordinator first asks a quorum of owners which version they hold and
+// stamps the write above the newest (the first phase of the ABD register),
+// then writes it. A nil error means a quorum (the consistency level) holds
+// this version or a newer, concurrent one.
 func (c *Coordinator) Put(ctx context.Context, id string, data []byte, cl config.Consistency) (hlc.Version, error) {
-	rec := storage.NewRecord(data, hlc.Version{Timestamp: c.o.Clock.Now(), Node: c.o.Self})
-	return rec.Version, c.write(ctx, id, rec, orDefault(cl, c.o.WriteConsistency))
+	return c.writeNewest(ctx, id, func(v hlc.Version) storage.Record { return storage.NewRecord(data, v) }, orDefault(cl, c.o.WriteConsistency))
 }
 
-// Delete writes a tombstone as the newest version of id.
+// Delete writes a tombstone as the newest version of id, as Put does.
 func (c *Coordinator) Delete(ctx context.Context, id string, cl config.Consistency) (hlc.Version, error) {
-	rec := storage.NewTombstone(hlc.Version{Timestamp: c.o.Clock.Now(), Node: c.o.Self})
-	return rec.Version, c.write(ctx, id, rec, orDefault(cl, c.o.WriteConsistency))
+	return c.writeNewest(ctx, id, storage.NewTombstone, orDefault(cl, c.o.WriteConsistency))
+}
+
+func (c *Coordinator) writeNewest(ctx context.Context, id string, build func(hlc.Version) storage.Record, cl config.Consistency) (hlc.Version, error) {
+	// Stamping straight from the clock would be one round trip cheaper,
+	// but a clock that is behind (or a tie) would version the write below
+	// one already acknowledged, and re-stamping after the replicas refuse
+	// it is not enough either: the refused first attempt may already be
+	// visible at some replica, and the value would then appear, vanish
+	// and appear again.
+	if err := c.observeQuorumVersions(ctx, id, cl); err != nil {
+		return hlc.Version{}, err
+	}
+	rec := build(hlc.Version{Timestamp: c.o.Clock.Now(), Node: c.o.Self})
+	return rec.Version, c.write(ctx, id, rec, cl)
+}
+
+// observeQuorumVersions asks the owners (of both rings during a
+// migration) for the version they hold of id, metadata only, and moves the
+// clock past the newest once the consistency level has answered. Every
+// write acknowledged before is held by a quorum, which intersects this
+// one.
+func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl config.Consistency) error {
+	v := c.view.Load()
+	if v == nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, ErrNoView)
+	}
+	old, pending := v.owners(id)
+	q := newQuorum(cl.Required, names(old), names(pending))
+	targets := c.localFirst(unionMembers(old, pending))
+	results := make(chan outcome, len(targets))
+	for _, m := range targets {
+		c.background(ctx, func(rctx context.Context) {
+			meta, err := c.fetchMetaFrom(rctx, m, id)
+			if errors.Is(err, storage.ErrNotFound) {
+				err = nil
+			}
+			results <- outcome{member: m, held: meta.Version, err: err}
+		})
+	}
+	var errs []error
+	for {
+		if done, ok := q.decided(); done {
+			if ok {
+				return nil
+			}
+			c.o.Metrics.QuorumFailures.WithLabelValues("write").Inc()
+			return fmt.Errorf("%w: write %q at %s: too few owners told their version: %w", ErrUnavailable, id, cl, errors.Join(errs...))
+		}
+		select {
+		case r := <-results:
+			if r.err == nil && !r.held.IsZero() {
+				if err := c.o.Clock.Observe(r.held.Timestamp); err != nil {
+					r.err = fmt.Errorf("holds %s: %w", r.held, err)
+				}
+			}
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
+			}
+			q.record(r.member.Name, r.err == nil)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: write %q: %w", ErrUnavailable, id, ctx.Err())
+		}
+	}
 }
 
 func orDefault(cl, def config.Consistency) config.Consistency {
@@ -151,9 +265,15 @@ func orDefault(cl, def config.Consistency) config.Consistency {
 type outcome struct {
 	member ring.Member
 	rec    storage.Record
+	held   hlc.Version // writes: the version the replica holds afterwards
 	err    error
 }
 
+// write sends rec to every owner and waits until the consistency level is
+// reached or cannot be. A replica counts when it holds rec's version
+// afterwards, or a newer one: after observeQuorumVersions a newer version
+// can only come from a concurrent write, which may be ordered after this
+// one (the Thomas write rule of the ABD register).
 func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, cl config.Consistency) error {
 	c.viewMu.RLock()
 	defer c.viewMu.RUnlock()
@@ -167,11 +287,11 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 	results := make(chan outcome, len(targets))
 	for _, m := range targets {
 		c.background(ctx, func(rctx context.Context) {
-			err := c.applyTo(rctx, m, id, rec)
+			held, err := c.applyTo(rctx, m, id, rec)
 			if err != nil && m.Name != c.o.Self && c.o.Hints != nil {
 				c.o.Hints.Add(m.Name, id, rec)
 			}
-			results <- outcome{member: m, err: err}
+			results <- outcome{member: m, held: held, err: err}
 		})
 	}
 	var errs []error
@@ -181,15 +301,21 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 				return nil
 			}
 			c.o.Metrics.QuorumFailures.WithLabelValues("write").Inc()
-			return fmt.Errorf("%w: write %q at %s: %d of %d replicas failed: %w",
+			return fmt.Errorf("%w: write %q at %s: %d of %d replicas did not take it: %w",
 				ErrUnavailable, id, cl, len(errs), len(targets), errors.Join(errs...))
 		}
 		select {
 		case r := <-results:
-			q.record(r.member.Name, r.err == nil)
-			if r.err != nil {
+			took := r.err == nil && !rec.Version.Newer(r.held)
+			switch {
+			case r.err != nil:
 				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
+			case !took:
+				errs = append(errs, fmt.Errorf("%s did not take version %s (holds %q)", r.member.Name, rec.Version, r.held))
+			case r.held != rec.Version:
+				c.o.Metrics.Superseded.Inc()
 			}
+			q.record(r.member.Name, took)
 		case <-ctx.Done():
 			return fmt.Errorf("%w: write %q: %w", ErrUnavailable, id, ctx.Err())
 		}
@@ -198,6 +324,9 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 
 // Get returns the newest record of id among the replicas the consistency
 // level requires; storage.ErrNotFound when that is nothing or a tombstone.
+// At quorum and all, when the replies disagree, the newest version is
+// written back to a quorum of owners before Get returns it (ReadRepair
+// Blocking), so no read that starts later can return an older version.
 func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency) (storage.Record, error) {
 	cl = orDefault(cl, c.o.ReadConsistency)
 	v := c.view.Load()
@@ -235,6 +364,11 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 	for next < need && next < len(candidates) {
 		launch()
 	}
+	// A replica that is slow to answer (paused, overloaded, partitioned
+	// without a reset) must not hold the read until its timeout: past the
+	// usual latency the next owner is asked too.
+	speculate := time.NewTimer(c.fetchLatency.threshold(c.o.SpeculativeAfter))
+	defer speculate.Stop()
 	var got []outcome
 	var errs []error
 	for len(got) < need {
@@ -250,6 +384,11 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 		select {
 		case r := <-results:
 			inflight--
+			if r.err == nil && !r.rec.Version.IsZero() {
+				if err := c.o.Clock.Observe(r.rec.Version.Timestamp); err != nil {
+					r.err = fmt.Errorf("replica holds %s: %w", r.rec.Version, err)
+				}
+			}
 			if r.err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
 				if errors.Is(r.err, storage.ErrCorrupt) {
@@ -257,14 +396,18 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 					got = append(got, outcome{member: r.member, err: r.err})
 					need++
 				}
-				if next < len(candidates) {
+				if next < len(candidates) && len(got)+inflight < need {
 					c.o.Metrics.Fallbacks.Inc()
 					launch()
 				}
 				continue
 			}
-			c.o.Clock.Observe(r.rec.Version.Timestamp)
 			got = append(got, r)
+		case <-speculate.C:
+			if next < len(candidates) && len(got) < need {
+				c.o.Metrics.SpeculativeReads.Inc()
+				launch()
+			}
 		case <-ctx.Done():
 			return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
 		}
@@ -273,15 +416,22 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 	if next < len(old) && (cl == config.All || rand.Float64() < c.o.ReadRepairChance) {
 		unasked = candidates[next:len(old)]
 	}
-	return c.answer(ctx, id, got, unasked)
+	return c.answer(ctx, id, cl, got, unasked, old, pending)
 }
 
-// answer picks the newest of the replies, repairs the replicas that lag
-// (and probes the owners in unasked), and maps "nothing" and tombstones to
-// storage.ErrNotFound.
-func (c *Coordinator) answer(ctx context.Context, id string, got []outcome, unasked []ring.Member) (storage.Record, error) {
+// answer picks the newest of the replies, makes it durable at the
+// consistency level when the replies disagree (or repairs in the
+// background, at one or with ReadRepair Background), probes the owners in
+// unasked, and maps "nothing" and tombstones to storage.ErrNotFound.
+func (c *Coordinator) answer(ctx context.Context, id string, cl config.Consistency, got []outcome, unasked, old, pending []ring.Member) (storage.Record, error) {
 	newest := newestOf(got)
-	c.repairLagging(ctx, id, newest, got)
+	if c.o.ReadRepair == Blocking && cl != config.One && disagree(got, newest) && !newest.Version.IsZero() {
+		if err := c.writeBack(ctx, id, cl, newest, got, old, pending); err != nil {
+			return storage.Record{}, err
+		}
+	} else {
+		c.repairLagging(ctx, id, newest, got)
+	}
 	if len(unasked) > 0 {
 		c.probeAndRepair(ctx, id, newest, unasked)
 	}
@@ -289,6 +439,91 @@ func (c *Coordinator) answer(ctx context.Context, id string, got []outcome, unas
 		return storage.Record{}, storage.ErrNotFound
 	}
 	return newest, nil
+}
+
+// disagree reports whether some reply is not the newest version.
+func disagree(got []outcome, newest storage.Record) bool {
+	for _, r := range got {
+		if r.err != nil || r.rec.Version != newest.Version {
+			return true
+		}
+	}
+	return false
+}
+
+// writeBack stores newest on a quorum of owners (of both rings during a
+// migration) before a read returns it: the replies that already hold it
+// count, the lagging ones are rewritten, and owners the read did not ask
+// stand in for rewrites that fail. A replica that holds an even newer
+// version counts too: a later read sees at least newest there.
+func (c *Coordinator) writeBack(ctx context.Context, id string, cl config.Consistency, newest storage.Record, got []outcome, old, pending []ring.Member) error {
+	q := newQuorum(cl.Required, names(old), names(pending))
+	asked := make(map[string]bool, len(got))
+	var lagging []outcome
+	for _, r := range got {
+		asked[r.member.Name] = true
+		if r.err == nil && !newest.Version.Newer(r.rec.Version) {
+			q.record(r.member.Name, true)
+			continue
+		}
+		lagging = append(lagging, r)
+	}
+	var spare []ring.Member
+	for _, m := range c.localFirst(unionMembers(old, pending)) {
+		if !asked[m.Name] {
+			spare = append(spare, m)
+		}
+	}
+	results := make(chan outcome, len(lagging)+len(spare))
+	inflight := 0
+	send := func(m ring.Member, corrupt bool) {
+		inflight++
+		c.background(ctx, func(rctx context.Context) {
+			results <- outcome{member: m, err: c.repairReplica(rctx, m, id, newest, corrupt)}
+		})
+	}
+	for _, r := range lagging {
+		send(r.member, errors.Is(r.err, storage.ErrCorrupt))
+	}
+	// A rewrite that is slow (a stalled replica) is covered by the next
+	// spare owner after the usual replica latency, as reads are.
+	slow := time.NewTicker(c.fetchLatency.threshold(c.o.SpeculativeAfter))
+	defer slow.Stop()
+	var errs []error
+	for {
+		done, ok := q.decided()
+		if done && ok {
+			c.o.Metrics.WriteBacks.WithLabelValues("ok").Inc()
+			return nil
+		}
+		if inflight == 0 && len(spare) > 0 && !done {
+			send(spare[0], false)
+			spare = spare[1:]
+			continue
+		}
+		if done || inflight == 0 {
+			c.o.Metrics.WriteBacks.WithLabelValues("failed").Inc()
+			c.o.Metrics.QuorumFailures.WithLabelValues("read").Inc()
+			return fmt.Errorf("%w: read %q at %s: replicas disagree and the newest version %s could not be written back to a quorum: %w",
+				ErrUnavailable, id, cl, newest.Version, errors.Join(errs...))
+		}
+		select {
+		case r := <-results:
+			inflight--
+			q.record(r.member.Name, r.err == nil)
+			if r.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
+			}
+		case <-slow.C:
+			if len(spare) > 0 {
+				c.o.Metrics.SpeculativeReads.Inc()
+				send(spare[0], false)
+				spare = spare[1:]
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
+		}
+	}
 }
 
 // getMigrating reads while a migration runs: it asks the owners of both
@@ -317,18 +552,22 @@ func (c *Coordinator) getMigrating(ctx context.Context, id string, cl config.Con
 		}
 		select {
 		case r := <-results:
+			if r.err == nil && !r.rec.Version.IsZero() {
+				if err := c.o.Clock.Observe(r.rec.Version.Timestamp); err != nil {
+					r.err = fmt.Errorf("replica holds %s: %w", r.rec.Version, err)
+				}
+			}
 			q.record(r.member.Name, r.err == nil)
 			if r.err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
 				continue
 			}
-			c.o.Clock.Observe(r.rec.Version.Timestamp)
 			got = append(got, r)
 		case <-ctx.Done():
 			return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
 		}
 	}
-	return c.answer(ctx, id, got, nil)
+	return c.answer(ctx, id, cl, got, nil, old, pending)
 }
 
 func newestOf(rs []outcome) storage.Record {
@@ -383,20 +622,31 @@ func (c *Coordinator) repair(ctx context.Context, m ring.Member, id string, newe
 	}
 	c.background(ctx, func(rctx context.Context) {
 		defer func() { <-c.repairSlots }()
-		var err error
-		if corrupt && m.Name == c.o.Self {
-			err = c.replaceCorrupt(id, newest)
-		} else {
-			err = c.applyTo(rctx, m, id, newest)
-		}
-		if err != nil {
-			c.o.Metrics.Repairs.WithLabelValues("failed").Inc()
-			c.o.Logger.Warn().Ctx(ctx).Err(err).Str("block_id", id).Str("replica", m.Name).Msg("read repair failed")
-			return
-		}
-		c.o.Metrics.Repairs.WithLabelValues("ok").Inc()
-		c.o.Logger.Debug().Ctx(ctx).Str("block_id", id).Str("replica", m.Name).Str("version", newest.Version.String()).Msg("read repair")
+		_ = c.repairReplica(rctx, m, id, newest, corrupt)
 	})
+}
+
+// repairReplica rewrites one replica with newest and counts the outcome.
+// It succeeds when the replica holds newest or a newer version afterwards.
+func (c *Coordinator) repairReplica(ctx context.Context, m ring.Member, id string, newest storage.Record, corrupt bool) error {
+	var err error
+	if corrupt && m.Name == c.o.Self {
+		err = c.replaceCorrupt(id, newest)
+	} else {
+		var held hlc.Version
+		held, err = c.applyTo(ctx, m, id, newest)
+		if err == nil && newest.Version.Newer(held) {
+			err = fmt.Errorf("replica did not take %s and holds %q", newest.Version, held)
+		}
+	}
+	if err != nil {
+		c.o.Metrics.Repairs.WithLabelValues("failed").Inc()
+		c.o.Logger.Warn().Ctx(ctx).Err(err).Str("block_id", id).Str("replica", m.Name).Msg("read repair failed")
+		return err
+	}
+	c.o.Metrics.Repairs.WithLabelValues("ok").Inc()
+	c.o.Logger.Debug().Ctx(ctx).Str("block_id", id).Str("replica", m.Name).Str("version", newest.Version.String()).Msg("read repair")
+	return nil
 }
 
 // replaceCorrupt drops a local copy whose checksum failed and stores the
@@ -411,14 +661,23 @@ func (c *Coordinator) replaceCorrupt(id string, good storage.Record) error {
 	return err
 }
 
-func (c *Coordinator) applyTo(ctx context.Context, m ring.Member, id string, rec storage.Record) (err error) {
+// applyTo stores rec on member m and returns the version m holds
+// afterwards (see Peers.Apply).
+func (c *Coordinator) applyTo(ctx context.Context, m ring.Member, id string, rec storage.Record) (held hlc.Version, err error) {
 	ctx, end := c.replicaSpan(ctx, "replica.apply", m, id)
 	defer func() { end(err) }()
-	if m.Name == c.o.Self {
-		_, err := c.o.Engine.Apply(id, rec)
-		return err
+	if m.Name != c.o.Self {
+		return c.o.Peers.Apply(ctx, m.Addr, id, rec)
 	}
-	return c.o.Peers.Apply(ctx, m.Addr, id, rec)
+	applied, err := c.o.Engine.Apply(id, rec)
+	if err != nil || applied {
+		return rec.Version, err
+	}
+	meta, err := c.o.Engine.GetMeta(id)
+	if err != nil {
+		return hlc.Version{}, fmt.Errorf("did not take %s and its own copy is unreadable: %w", rec.Version, err)
+	}
+	return meta.Version, nil
 }
 
 func (c *Coordinator) fetchFrom(ctx context.Context, m ring.Member, id string) (rec storage.Record, err error) {
@@ -427,7 +686,11 @@ func (c *Coordinator) fetchFrom(ctx context.Context, m ring.Member, id string) (
 	if m.Name == c.o.Self {
 		rec, err = c.o.Engine.Get(id)
 	} else {
+		start := time.Now()
 		rec, err = c.o.Peers.Fetch(ctx, m.Addr, id)
+		if err == nil || errors.Is(err, storage.ErrNotFound) {
+			c.fetchLatency.observe(time.Since(start))
+		}
 	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return storage.Record{}, nil

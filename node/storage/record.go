@@ -20,6 +20,10 @@ var (
 	ErrCorrupt = errors.New("storage: corrupt record")
 	// ErrClosed: the engine has been closed.
 	ErrClosed = errors.New("storage: closed")
+	// ErrZeroVersion: a record without a version. Every write is versioned
+	// by its coordinator; a version-0 record would lose to anything and
+	// make last-writer-wins meaningless, so engines refuse it.
+	ErrZeroVersion = errors.New("storage: record has no version")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

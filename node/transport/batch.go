@@ -8,14 +8,16 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
 )
 
 // ApplyBatch sends items to the peer in one request (at most
-// wire.MaxBatch); applied[i] reports whether the peer stored items[i].
-// Migration streams and the write multiplexer use it.
-func (c *Client) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error) {
+// wire.MaxBatch); results[i] reports whether the peer stored items[i] and,
+// if not, the version it holds. Migration streams and the write
+// multiplexer use it.
+func (c *Client) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error) {
 	if len(items) > wire.MaxBatch {
 		return nil, fmt.Errorf("transport: batch of %d > %d records", len(items), wire.MaxBatch)
 	}
@@ -35,16 +37,14 @@ func (c *Client) ApplyBatch(ctx context.Context, addr string, items []storage.It
 		return nil, err
 	}
 	defer drain(resp)
-	res := make([]byte, len(items)+1)
-	n, err := io.ReadFull(resp.Body, res)
-	if n != len(items) || (err != io.ErrUnexpectedEOF && err != nil) {
-		return nil, fmt.Errorf("%w: %s answered %d results for %d records", ErrRemote, addr, n, len(items))
+	br := bufio.NewReaderSize(io.LimitReader(resp.Body, int64(len(items))*(10+hlc.MaxNodeLen)), 4096)
+	results := make([]wire.ApplyResult, len(items))
+	for i := range results {
+		if results[i], err = wire.ReadApplyResult(br); err != nil {
+			return nil, fmt.Errorf("%w: %s answered %d results for %d records: %w", ErrRemote, addr, i, len(items), err)
+		}
 	}
-	applied := make([]bool, len(items))
-	for i, b := range res[:n] {
-		applied[i] = b == wire.ResultApplied
-	}
-	return applied, nil
+	return results, nil
 }
 
 // FetchBatch reads the peer's copies of ids (at most wire.MaxBatch).
@@ -93,7 +93,7 @@ type transferKey struct{}
 type Transfers struct{ *Client }
 
 // ApplyBatch sends a migration batch.
-func (t Transfers) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]bool, error) {
+func (t Transfers) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error) {
 	return t.Client.ApplyBatch(context.WithValue(ctx, transferKey{}, true), addr, items)
 }
 

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
 )
@@ -101,14 +102,16 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 	return c.http.Do(req)
 }
 
-// Apply sends rec to the peer, which stores it if newer. Concurrent calls
-// to one peer share batch requests.
-func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record) error {
+// Apply sends rec to the peer, which stores it if newer, and returns the
+// version the peer holds afterwards: rec.Version when it stored it (or
+// already held it), a newer one when it refused it. Concurrent calls to
+// one peer share batch requests.
+func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record) (hlc.Version, error) {
 	if c.traced(ctx) {
 		return c.ApplyOne(ctx, addr, id, rec)
 	}
-	_, err := c.submit(ctx, addr, true, &call{id: id, rec: rec})
-	return err
+	r, err := c.submit(ctx, addr, true, &call{id: id, rec: rec})
+	return r.held, err
 }
 
 // Fetch returns the peer's local record of id; storage.ErrNotFound when it
@@ -128,27 +131,35 @@ func (c *Client) traced(ctx context.Context) bool {
 }
 
 // ApplyOne sends rec in a request of its own (PUT or DELETE
-// /internal/block/{id}).
-func (c *Client) ApplyOne(ctx context.Context, addr, id string, rec storage.Record) error {
+// /internal/block/{id}) and returns what Apply returns.
+func (c *Client) ApplyOne(ctx context.Context, addr, id string, rec storage.Record) (hlc.Version, error) {
 	method := http.MethodPut
 	if rec.Tombstone {
 		method = http.MethodDelete
 	}
 	req, err := http.NewRequestWithContext(ctx, method, blockURL(addr, id), bytes.NewReader(rec.Data))
 	if err != nil {
-		return err
+		return hlc.Version{}, err
 	}
 	wire.SetRecordHeaders(req.Header, rec.Meta())
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := c.do(req)
 	if err != nil {
-		return err
+		return hlc.Version{}, err
 	}
 	defer drain(resp)
 	if resp.StatusCode/100 != 2 {
-		return remoteError(resp)
+		return hlc.Version{}, remoteError(resp)
 	}
-	return nil
+	if resp.Header.Get(wire.HeaderApplied) != "false" {
+		return rec.Version, nil
+	}
+	held, err := hlc.ParseVersion(resp.Header.Get(wire.HeaderHeld))
+	if err != nil {
+		// An unreadable copy there: not the write, not a newer one.
+		return hlc.Version{}, nil
+	}
+	return held, nil
 }
 
 // FetchOne reads the peer's copy in a request of its own (GET

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
 )
@@ -33,9 +34,9 @@ type call struct {
 }
 
 type callResult struct {
-	rec     storage.Record // fetch
-	applied bool
-	err     error
+	rec  storage.Record // fetch
+	held hlc.Version    // apply: the version the peer holds afterwards
+	err  error
 }
 
 const (
@@ -200,13 +201,16 @@ func (p *pipeline) send(batch []*call) {
 		for i, cl := range live {
 			items[i] = storage.Item{ID: cl.id, Record: cl.rec}
 		}
-		applied, err := p.c.ApplyBatch(ctx, p.addr, items)
+		results, err := p.c.ApplyBatch(ctx, p.addr, items)
 		for i, cl := range live {
-			if err != nil {
+			switch {
+			case err != nil:
 				cl.done <- callResult{err: err}
-				continue
+			case results[i].Applied:
+				cl.done <- callResult{held: cl.rec.Version}
+			default:
+				cl.done <- callResult{held: results[i].Held}
 			}
-			cl.done <- callResult{applied: applied[i]}
 		}
 		return
 	}

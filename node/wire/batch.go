@@ -2,10 +2,12 @@ package wire
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"strings"
 
+	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 )
 
@@ -22,11 +24,61 @@ const (
 // a receiver buffers: MaxBatch blocks plus headers.
 const MaxBatch = 256
 
-// Result bytes of a batch apply.
+// Result bytes of a batch apply. ResultNotApplied is followed by the
+// version the receiver holds (u64 timestamp, u8 length, node name; the
+// zero version when it holds none it can read): coordinators use it to
+// re-stamp a write that lost to a newer version above that version.
 const (
 	ResultNotApplied byte = '0' // the receiver holds this version or newer
 	ResultApplied    byte = '1'
 )
+
+// ApplyResult is one record's outcome in a batch apply.
+type ApplyResult struct {
+	Applied bool
+	// Held is the version the receiver holds when it did not apply the
+	// record (equal to or newer than the record's).
+	Held hlc.Version
+}
+
+// AppendApplyResult appends r's encoding to b.
+func AppendApplyResult(b []byte, r ApplyResult) []byte {
+	if r.Applied {
+		return append(b, ResultApplied)
+	}
+	node := r.Held.Node
+	if len(node) > hlc.MaxNodeLen {
+		node = node[:hlc.MaxNodeLen]
+	}
+	b = append(b, ResultNotApplied)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Held.Timestamp))
+	b = append(b, byte(len(node)))
+	return append(b, node...)
+}
+
+// ReadApplyResult reads one result.
+func ReadApplyResult(r *bufio.Reader) (ApplyResult, error) {
+	tag, err := r.ReadByte()
+	if err != nil {
+		return ApplyResult{}, truncated(err)
+	}
+	switch tag {
+	case ResultApplied:
+		return ApplyResult{Applied: true}, nil
+	case ResultNotApplied:
+	default:
+		return ApplyResult{}, fmt.Errorf("%w: apply result %#x", ErrMalformed, tag)
+	}
+	var hdr [9]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return ApplyResult{}, truncated(err)
+	}
+	node := make([]byte, hdr[8])
+	if _, err := io.ReadFull(r, node); err != nil {
+		return ApplyResult{}, truncated(err)
+	}
+	return ApplyResult{Held: hlc.Version{Timestamp: hlc.Timestamp(binary.BigEndian.Uint64(hdr[:8])), Node: string(node)}}, nil
+}
 
 // Status bytes of a batch fetch.
 const (

@@ -27,6 +27,9 @@ const (
 	// HeaderApplied tells the sender whether the receiver stored the record
 	// ("true") or already held a newer or equal version ("false").
 	HeaderApplied = "X-Goblocks-Applied"
+	// HeaderHeld is the version the receiver holds when it did not apply
+	// the record (HeaderApplied "false").
+	HeaderHeld = "X-Goblocks-Held"
 	// HeaderTransfer marks a batch as a migration transfer ("migration").
 	HeaderTransfer = "X-Goblocks-Transfer"
 )

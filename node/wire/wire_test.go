@@ -1,10 +1,12 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +123,34 @@ func TestRecordHeadersRejects(t *testing.T) {
 		}
 		if _, err := ParseRecordHeaders(h); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+func TestApplyResultRoundTrip(t *testing.T) {
+	in := []ApplyResult{
+		{Applied: true},
+		{Held: hlc.Version{Timestamp: 1 << 60, Node: "node-7"}},
+		{},
+		{Held: hlc.Version{Timestamp: 42, Node: strings.Repeat("n", 255)}},
+	}
+	var b []byte
+	for _, r := range in {
+		b = AppendApplyResult(b, r)
+	}
+	br := bufio.NewReader(bytes.NewReader(b))
+	for i, want := range in {
+		got, err := ReadApplyResult(br)
+		if err != nil || got != want {
+			t.Fatalf("result %d: got %+v, %v; want %+v", i, got, err, want)
+		}
+	}
+	if _, err := ReadApplyResult(br); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("past the end: %v", err)
+	}
+	for _, bad := range [][]byte{{'x'}, {ResultNotApplied, 1, 2}, {ResultNotApplied, 0, 0, 0, 0, 0, 0, 0, 1, 5, 'a'}} {
+		if _, err := ReadApplyResult(bufio.NewReader(bytes.NewReader(bad))); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%q: %v, want ErrMalformed", bad, err)
 		}
 	}
 }

@@ -47,6 +47,11 @@ type Store struct {
 
 	connected atomic.Bool
 	wake      chan struct{} // session events wake the watch loop
+	// lastContact is when (unix ns) the last request that ZooKeeper
+	// answered was sent: the server heard from this session no earlier,
+	// so the session cannot expire before lastContact + SessionTimeout.
+	// Zero after an expiry.
+	lastContact atomic.Int64
 
 	mu          sync.Mutex
 	self        membership.Member
@@ -86,10 +91,14 @@ func (s *Store) onEvent(ev zk.Event) {
 		return
 	}
 	connected := ev.State == zk.StateHasSession
+	if connected {
+		s.lastContact.Store(time.Now().UnixNano())
+	}
 	if s.connected.Swap(connected) != connected && s.o.OnSessionState != nil {
 		s.o.OnSessionState(connected)
 	}
 	if ev.State == zk.StateExpired {
+		s.lastContact.Store(0)
 		// Ephemerals died with the session; the next loop re-creates them.
 		s.mu.Lock()
 		s.memberPath = ""
@@ -101,11 +110,68 @@ func (s *Store) onEvent(ev zk.Event) {
 	}
 }
 
+// ErrSessionMayHaveExpired: no contact with ZooKeeper for long enough that
+// the session may be gone, and with it this node's place in the ring.
+var ErrSessionMayHaveExpired = errors.New("zookeeper: no contact for longer than the session can outlive")
+
+// SessionValid reports whether this node's session is certainly still
+// alive: connected, or disconnected for less than the session timeout
+// (minus a safety margin) since ZooKeeper last answered. While it is, no
+// ring change that removes this node can commit, so it may keep serving
+// on the ring it has.
+func (s *Store) SessionValid() error {
+	if s.connected.Load() {
+		return nil
+	}
+	last := s.lastContact.Load()
+	if last == 0 {
+		return fmt.Errorf("%w: %w", membership.ErrNoSession, ErrSessionMayHaveExpired)
+	}
+	since := time.Since(time.Unix(0, last))
+	if since < s.o.SessionTimeout-s.safetyMargin() {
+		return nil
+	}
+	return fmt.Errorf("%w: %w: last answer %v ago, session timeout %v", membership.ErrNoSession, ErrSessionMayHaveExpired,
+		since.Round(time.Millisecond), s.o.SessionTimeout)
+}
+
+// safetyMargin covers clock-rate differences and the time between the
+// check and the end of a request that passed it.
+func (s *Store) safetyMargin() time.Duration {
+	return max(s.o.SessionTimeout/5, 100*time.Millisecond)
+}
+
+// keepContact probes ZooKeeper at a tenth of the session timeout while
+// connected, recording when each answered probe was sent (lastContact):
+// the library's own pings are not visible to it.
+func (s *Store) keepContact(ctx context.Context) {
+	t := time.NewTicker(max(s.o.SessionTimeout/10, 20*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.connected.Load() {
+			continue
+		}
+		sent := time.Now()
+		if _, _, err := s.conn.Exists(s.o.Root); err == nil && s.connected.Load() {
+			s.lastContact.Store(sent.UnixNano())
+		}
+	}
+}
+
 func (s *Store) p(parts ...string) string { return path.Join(append([]string{s.o.Root}, parts...)...) }
 
 // Run keeps the node registered and publishes a Snapshot after every
 // change it is told of by a watch or a session event.
 func (s *Store) Run(ctx context.Context, publish func(membership.Snapshot)) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.keepContact(ctx) }()
+	defer wg.Wait()
 	w := newWatcher(s.conn)
 	retry := time.NewTimer(0)
 	defer retry.Stop()

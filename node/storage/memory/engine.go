@@ -67,6 +67,9 @@ func prepare(rec storage.Record) (storage.Record, error) {
 	if sum := storage.Checksum(rec.Data); sum != rec.Checksum {
 		return rec, fmt.Errorf("memory: record checksum %08x, payload has %08x: %w", rec.Checksum, sum, storage.ErrCorrupt)
 	}
+	if rec.Version.Timestamp == 0 || rec.Version.Node == "" {
+		return rec, fmt.Errorf("memory: version %q: %w", rec.Version, storage.ErrZeroVersion)
+	}
 	if len(rec.Version.Node) > hlc.MaxNodeLen {
 		// The persistent engine cannot encode longer names; refuse them
 		// here too so tests on either engine see the same behaviour.

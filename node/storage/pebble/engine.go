@@ -192,6 +192,9 @@ func prepare(rec storage.Record) (storage.Record, error) {
 	if sum := storage.Checksum(rec.Data); sum != rec.Checksum {
 		return rec, fmt.Errorf("pebble: record checksum %08x, payload has %08x: %w", rec.Checksum, sum, storage.ErrCorrupt)
 	}
+	if rec.Version.Timestamp == 0 || rec.Version.Node == "" {
+		return rec, fmt.Errorf("pebble: version %q: %w", rec.Version, storage.ErrZeroVersion)
+	}
 	if len(rec.Version.Node) > hlc.MaxNodeLen {
 		return rec, fmt.Errorf("pebble: version node name is %d bytes, limit %d", len(rec.Version.Node), hlc.MaxNodeLen)
 	}

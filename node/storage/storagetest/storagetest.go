@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Engine) {
 		{"SameVersionUnstales", testSameVersionUnstales},
 		{"Tombstones", testTombstones},
 		{"ChecksumMismatch", testChecksumMismatch},
+		{"ZeroVersionRefused", testZeroVersionRefused},
 		{"MarkStale", testMarkStale},
 		{"Remove", testRemove},
 		{"Scan", testScan},
@@ -56,6 +57,22 @@ func Run(t *testing.T, open func(t *testing.T) storage.Engine) {
 			})
 			tc.fn(t, e)
 		})
+	}
+}
+
+// testZeroVersionRefused: a record without a version is never stored, on
+// its own or in a batch.
+func testZeroVersionRefused(t *testing.T, e storage.Engine) {
+	for _, v := range []hlc.Version{{}, {Timestamp: 0, Node: "n1"}, {Timestamp: 5, Node: ""}} {
+		if ok, err := e.Apply("z", storage.NewRecord(Block(1), v)); ok || !errors.Is(err, storage.ErrZeroVersion) {
+			t.Errorf("Apply at %q = %v, %v; want ErrZeroVersion", v, ok, err)
+		}
+		if _, err := e.ApplyBatch([]storage.Item{{ID: "z", Record: storage.NewTombstone(v)}}); !errors.Is(err, storage.ErrZeroVersion) {
+			t.Errorf("ApplyBatch at %q: %v; want ErrZeroVersion", v, err)
+		}
+	}
+	if _, err := e.Get("z"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Get after refused writes: %v", err)
 	}
 }
 

@@ -23,6 +23,8 @@ const Classpath = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/
 // Server is a running standalone ZooKeeper.
 type Server struct {
 	Addr string
+	cfg  string
+	logf *os.File
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -46,6 +48,7 @@ clientPort=%d
 clientPortAddress=127.0.0.1
 maxClientCnxns=0
 admin.enableServer=false
+maxSessionTimeout=30000
 4lw.commands.whitelist=ruok,srvr,mntr
 `, dir, port)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
@@ -55,16 +58,10 @@ admin.enableServer=false
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("java", "-Xmx256m", "-cp", Classpath,
-		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-		"org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ZooKeeper: %v", err)
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), cfg: cfg, logf: logf}
+	if err := s.spawn(); err != nil {
+		t.Fatal(err)
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
 		s.Stop()
 		logf.Close()
@@ -74,20 +71,56 @@ admin.enableServer=false
 			}
 		}
 	})
+	if err := s.waitReady(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *Server) spawn() error {
+	cmd := exec.Command("java", "-Xmx256m", "-cp", Classpath,
+		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+		"org.apache.zookeeper.server.quorum.QuorumPeerMain", s.cfg)
+	cmd.Stdout, cmd.Stderr = s.logf, s.logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start ZooKeeper: %w", err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	done := s.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	return nil
+}
+
+func (s *Server) waitReady() error {
 	deadline := time.Now().Add(60 * time.Second)
 	for !s.ruok() {
 		select {
 		case <-s.done:
-			b, _ := os.ReadFile(logf.Name())
-			t.Fatalf("ZooKeeper exited: %s", tail(string(b), 4000))
+			b, _ := os.ReadFile(s.logf.Name())
+			return fmt.Errorf("ZooKeeper exited: %s", tail(string(b), 4000))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("ZooKeeper did not answer ruok within 60s")
+			return fmt.Errorf("ZooKeeper did not answer ruok within 60s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return s
+	return nil
+}
+
+// Restart kills the server and starts it again on the same port and data
+// directory: sessions survive if their clients reconnect within the
+// session timeout, as with a real ZooKeeper restart.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	if err := s.spawn(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitReady(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Stop kills the server and waits for it.
