@@ -103,10 +103,22 @@ image: build
 	docker build -t $(IMAGE) .
 
 # Both in parallel (each is mostly a debootstrap download when missing).
+# debootstrap is installed first, once: two apt-get at once fail on the
+# dpkg lock. Each builder's status is collected, so a failure of either
+# fails make only after both have stopped.
 images:
+	@if ! docker image inspect $(ZOOKEEPER_IMAGE) >/dev/null 2>&1 || ! docker image inspect $(PROMETHEUS_IMAGE) >/dev/null 2>&1; then \
+	  if ! command -v debootstrap >/dev/null; then \
+	    echo "images: installing debootstrap (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; \
+	  fi; \
+	fi
 	@scripts/images/build-zookeeper.sh $(ZOOKEEPER_IMAGE) & zk=$$!; \
 	 scripts/images/build-prometheus.sh $(PROMETHEUS_IMAGE) & prom=$$!; \
-	 wait $$zk && wait $$prom
+	 wait $$zk; zkrc=$$?; wait $$prom; promrc=$$?; \
+	 [ $$zkrc = 0 ] || echo "images: the ZooKeeper image build failed (exit $$zkrc)"; \
+	 [ $$promrc = 0 ] || echo "images: the Prometheus image build failed (exit $$promrc)"; \
+	 [ $$zkrc = 0 ] && [ $$promrc = 0 ]
 
 up: images image
 	compose/rewind-ports.sh $(NODE_PORTS) $(IMAGE)

@@ -229,28 +229,41 @@ func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl c
 			results <- outcome{member: m, held: meta.Version, err: err}
 		})
 	}
-	var errs []error
+	ok, errs, err := awaitQuorum(ctx, q, results, func(r outcome) error {
+		if r.err == nil && !r.held.IsZero() {
+			if err := c.o.Clock.Observe(r.held.Timestamp); err != nil {
+				return fmt.Errorf("holds %s: %w", r.held, err)
+			}
+		}
+		return r.err
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: write %q: %w", ErrUnavailable, id, err)
+	case !ok:
+		c.o.Metrics.QuorumFailures.WithLabelValues("write").Inc()
+		return fmt.Errorf("%w: write %q at %s: too few owners told their version: %w", ErrUnavailable, id, cl, errors.Join(errs...))
+	}
+	return nil
+}
+
+// awaitQuorum records the outcomes arriving on results in q until q is
+// decided; judge returns nil for an outcome that counts and the reason
+// otherwise. err is the context's error if it ended first.
+func awaitQuorum(ctx context.Context, q *quorum, results <-chan outcome, judge func(outcome) error) (ok bool, errs []error, err error) {
 	for {
 		if done, ok := q.decided(); done {
-			if ok {
-				return nil
-			}
-			c.o.Metrics.QuorumFailures.WithLabelValues("write").Inc()
-			return fmt.Errorf("%w: write %q at %s: too few owners told their version: %w", ErrUnavailable, id, cl, errors.Join(errs...))
+			return ok, errs, nil
 		}
 		select {
 		case r := <-results:
-			if r.err == nil && !r.held.IsZero() {
-				if err := c.o.Clock.Observe(r.held.Timestamp); err != nil {
-					r.err = fmt.Errorf("holds %s: %w", r.held, err)
-				}
+			jerr := judge(r)
+			if jerr != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, jerr))
 			}
-			if r.err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
-			}
-			q.record(r.member.Name, r.err == nil)
+			q.record(r.member.Name, jerr == nil)
 		case <-ctx.Done():
-			return fmt.Errorf("%w: write %q: %w", ErrUnavailable, id, ctx.Err())
+			return false, errs, ctx.Err()
 		}
 	}
 }
@@ -294,32 +307,26 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 			results <- outcome{member: m, held: held, err: err}
 		})
 	}
-	var errs []error
-	for {
-		if done, ok := q.decided(); done {
-			if ok {
-				return nil
-			}
-			c.o.Metrics.QuorumFailures.WithLabelValues("write").Inc()
-			return fmt.Errorf("%w: write %q at %s: %d of %d replicas did not take it: %w",
-				ErrUnavailable, id, cl, len(errs), len(targets), errors.Join(errs...))
+	ok, errs, err := awaitQuorum(ctx, q, results, func(r outcome) error {
+		switch {
+		case r.err != nil:
+			return r.err
+		case rec.Version.Newer(r.held):
+			return fmt.Errorf("did not take version %s (holds %q)", rec.Version, r.held)
+		case r.held != rec.Version:
+			c.o.Metrics.Superseded.Inc()
 		}
-		select {
-		case r := <-results:
-			took := r.err == nil && !rec.Version.Newer(r.held)
-			switch {
-			case r.err != nil:
-				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
-			case !took:
-				errs = append(errs, fmt.Errorf("%s did not take version %s (holds %q)", r.member.Name, rec.Version, r.held))
-			case r.held != rec.Version:
-				c.o.Metrics.Superseded.Inc()
-			}
-			q.record(r.member.Name, took)
-		case <-ctx.Done():
-			return fmt.Errorf("%w: write %q: %w", ErrUnavailable, id, ctx.Err())
-		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: write %q: %w", ErrUnavailable, id, err)
+	case !ok:
+		c.o.Metrics.QuorumFailures.WithLabelValues("write").Inc()
+		return fmt.Errorf("%w: write %q at %s: %d of %d replicas did not take it: %w",
+			ErrUnavailable, id, cl, len(errs), len(targets), errors.Join(errs...))
 	}
+	return nil
 }
 
 // Get returns the newest record of id among the replicas the consistency
