@@ -250,7 +250,7 @@ func (w *linWorkload) check(t *testing.T) porcupine.CheckResult {
 			f.Close()
 		}
 	}
-	t.Logf("history: %d operations (%d acknowledged writes, %d of them deletes or not, %d indeterminate writes, %d reads, %d failed reads, %d answers 503): %s in %v",
+	t.Logf("history: %d operations (%d acknowledged writes, %d deletes attempted, %d indeterminate writes, %d reads, %d failed reads, %d answers 503): %s in %v",
 		len(history), w.acked.Load(), w.deletes.Load(), w.indeterminate.Load(), w.reads.Load(), w.failedReads.Load(), w.refused.Load(), res, time.Since(start).Round(time.Millisecond))
 	return res
 }
