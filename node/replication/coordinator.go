@@ -548,31 +548,23 @@ func (c *Coordinator) getMigrating(ctx context.Context, id string, cl config.Con
 		})
 	}
 	var got []outcome
-	var errs []error
-	for {
-		if done, ok := q.decided(); done {
-			if !ok {
-				c.o.Metrics.QuorumFailures.WithLabelValues("read").Inc()
-				return storage.Record{}, fmt.Errorf("%w: read %q during migration at %s: %w", ErrUnavailable, id, cl, errors.Join(errs...))
+	ok, errs, err := awaitQuorum(ctx, q, results, func(r outcome) error {
+		if r.err == nil && !r.rec.Version.IsZero() {
+			if err := c.o.Clock.Observe(r.rec.Version.Timestamp); err != nil {
+				return fmt.Errorf("replica holds %s: %w", r.rec.Version, err)
 			}
-			break
 		}
-		select {
-		case r := <-results:
-			if r.err == nil && !r.rec.Version.IsZero() {
-				if err := c.o.Clock.Observe(r.rec.Version.Timestamp); err != nil {
-					r.err = fmt.Errorf("replica holds %s: %w", r.rec.Version, err)
-				}
-			}
-			q.record(r.member.Name, r.err == nil)
-			if r.err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, r.err))
-				continue
-			}
+		if r.err == nil {
 			got = append(got, r)
-		case <-ctx.Done():
-			return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, ctx.Err())
 		}
+		return r.err
+	})
+	switch {
+	case err != nil:
+		return storage.Record{}, fmt.Errorf("%w: read %q: %w", ErrUnavailable, id, err)
+	case !ok:
+		c.o.Metrics.QuorumFailures.WithLabelValues("read").Inc()
+		return storage.Record{}, fmt.Errorf("%w: read %q during migration at %s: %w", ErrUnavailable, id, cl, errors.Join(errs...))
 	}
 	return c.answer(ctx, id, cl, got, nil, old, pending)
 }
