@@ -3,7 +3,8 @@
 #   make run     three local nodes on :3001-:3003 (foreground; Ctrl-C stops)
 #   make test    unit, integration and in-process cluster tests
 #   make lint    gofmt, go vet, staticcheck
-#   make bench   cluster benchmarks (figures in BENCHMARKS.md)
+#   make bench   in-process cluster benchmarks (figures in BENCHMARKS.md)
+#   make bench-cluster   the shared sitting (refserver vs 3 nodes of this build)
 
 GO        ?= go
 BIN       ?= bin/goblocks
@@ -12,7 +13,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build deps test test-race lint bench jepsen run fuzz clean
+.PHONY: all build deps test test-race lint bench bench-cluster jepsen run fuzz clean
 
 all: build
 
@@ -46,6 +47,12 @@ lint:
 
 bench:
 	$(GO) test -run XXX -bench . -benchtime 3s ./node/app/
+
+# One sitting of the shared load generator against refserver and a 3-node
+# cluster of this build (nodes need a cluster token: a fresh one per run).
+SITTING ?= ../shared/bench/sitting.sh
+bench-cluster: build
+	NODE_ENV="ClusterToken=$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n') $(NODE_ENV)" $(SITTING) $(BIN) $(or $(BENCH_SECONDS),8) $(or $(BENCH_CLIENTS),32)
 
 # The long linearizability check: every fault, four rounds (make test runs
 # one short round).

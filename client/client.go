@@ -69,8 +69,9 @@ type Option func(*options)
 // its own pooled keep-alive transport.
 func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = hc } }
 
-// WithToken sends "Authorization: Bearer token" (the cluster's
-// ClusterToken) with every request.
+// WithToken sends "Authorization: Bearer token" with every request: the
+// nodes' AdminToken, which /admin/* (status, ring) and /metrics require
+// when it is set. The block API needs none.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
 
 // WithTimeout bounds each attempt on one node (default DefaultTimeout; 0

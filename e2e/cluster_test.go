@@ -131,6 +131,10 @@ func (c *cluster) nodeEnv(name string) map[string]string {
 		"LeaveTimeout":      leaveBudget.String(),
 		"LogLevel":          "info",
 		"DataDir":           "/data",
+		// As compose runs: digest ACLs and a cluster token shared
+		// through ZooKeeper.
+		"ZKAuth":              "goblocks:e2e-zookeeper-password",
+		"RebuildCorruptStore": "true",
 	}
 	for k, v := range c.opts.env {
 		env[k] = v

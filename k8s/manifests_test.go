@@ -11,6 +11,7 @@ package k8s_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -29,8 +31,10 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -57,13 +61,17 @@ const (
 )
 
 // applyOrder is the original README's `kubectl apply -f` sequence (plus the
-// PodDisruptionBudget): these paths must keep working, and no manifest may
-// exist that the sequence leaves out.
+// PodDisruptionBudget, the ZooKeeper NetworkPolicy and the Secret): these
+// paths must keep working, and no manifest may exist that the sequence
+// leaves out. The NetworkPolicy comes before ZooKeeper so that ZooKeeper is
+// never reachable unprotected, the Secret before the pods that read it.
 var applyOrder = []string{
 	"ns.yaml",
+	"zookeeper/networkpolicy.yaml",
 	"zookeeper/deploy.yaml",
 	"zookeeper/service.yaml",
 	"store/configmap.yaml",
+	"store/secret.yaml",
 	"store/service-headless.yaml",
 	"store/statefulset.yaml",
 	"store/service-external.yaml",
@@ -98,6 +106,7 @@ var kinds = map[string]func() (any, *metav1.ObjectMeta){
 	"v1 Namespace":      func() (any, *metav1.ObjectMeta) { o := &corev1.Namespace{}; return o, &o.ObjectMeta },
 	"v1 Service":        func() (any, *metav1.ObjectMeta) { o := &corev1.Service{}; return o, &o.ObjectMeta },
 	"v1 ConfigMap":      func() (any, *metav1.ObjectMeta) { o := &corev1.ConfigMap{}; return o, &o.ObjectMeta },
+	"v1 Secret":         func() (any, *metav1.ObjectMeta) { o := &corev1.Secret{}; return o, &o.ObjectMeta },
 	"v1 ServiceAccount": func() (any, *metav1.ObjectMeta) { o := &corev1.ServiceAccount{}; return o, &o.ObjectMeta },
 	"apps/v1 Deployment": func() (any, *metav1.ObjectMeta) {
 		o := &appsv1.Deployment{}
@@ -117,6 +126,10 @@ var kinds = map[string]func() (any, *metav1.ObjectMeta){
 	},
 	"policy/v1 PodDisruptionBudget": func() (any, *metav1.ObjectMeta) {
 		o := &policyv1.PodDisruptionBudget{}
+		return o, &o.ObjectMeta
+	},
+	"networking.k8s.io/v1 NetworkPolicy": func() (any, *metav1.ObjectMeta) {
+		o := &networkingv1.NetworkPolicy{}
 		return o, &o.ObjectMeta
 	},
 }
@@ -259,12 +272,13 @@ type index struct {
 	byKind     map[string]map[string]object // kind -> namespace/name -> object
 	workloads  []workload
 	configMaps map[string]*corev1.ConfigMap // namespace/name
+	secrets    map[string]*corev1.Secret    // namespace/name
 	services   []*corev1.Service
 }
 
 func newIndex(t *testing.T, objs []object) *index {
 	t.Helper()
-	ix := &index{objs: objs, byKind: map[string]map[string]object{}, configMaps: map[string]*corev1.ConfigMap{}}
+	ix := &index{objs: objs, byKind: map[string]map[string]object{}, configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
 	for _, o := range objs {
 		key := o.meta.Namespace + "/" + o.meta.Name
 		if ix.byKind[o.kind] == nil {
@@ -281,6 +295,8 @@ func newIndex(t *testing.T, objs []object) *index {
 			ix.workloads = append(ix.workloads, workload{object: o, selector: v.Spec.Selector, template: &v.Spec.Template, claims: v.Spec.VolumeClaimTemplates})
 		case *corev1.ConfigMap:
 			ix.configMaps[key] = v
+		case *corev1.Secret:
+			ix.secrets[key] = v
 		case *corev1.Service:
 			ix.services = append(ix.services, v)
 		}
@@ -291,6 +307,95 @@ func newIndex(t *testing.T, objs []object) *index {
 func (ix *index) get(kind, ns, name string) (object, bool) {
 	o, ok := ix.byKind[kind][ns+"/"+name]
 	return o, ok
+}
+
+// ofKind lists the objects of kind in namespace/name order.
+func (ix *index) ofKind(kind string) []object {
+	keys := make([]string, 0, len(ix.byKind[kind]))
+	for k := range ix.byKind[kind] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	objs := make([]object, len(keys))
+	for i, k := range keys {
+		objs[i] = ix.byKind[kind][k]
+	}
+	return objs
+}
+
+// secretData is Secret ns/name's data as a pod sees it: stringData, which
+// the API server merges over data on write, wins.
+func (ix *index) secretData(ns, name string) (map[string]string, error) {
+	s, ok := ix.secrets[ns+"/"+name]
+	if !ok {
+		return nil, fmt.Errorf("Secret %q, which no manifest defines in %s", name, ns)
+	}
+	data := make(map[string]string, len(s.Data)+len(s.StringData))
+	for k, v := range s.Data {
+		data[k] = string(v)
+	}
+	for k, v := range s.StringData {
+		data[k] = v
+	}
+	return data, nil
+}
+
+// secretValue is key of Secret ns/name as a pod sees it.
+func (ix *index) secretValue(ns, name, key string) (string, error) {
+	data, err := ix.secretData(ns, name)
+	if err != nil {
+		return "", err
+	}
+	v, ok := data[key]
+	if !ok {
+		return "", fmt.Errorf("key %q, which Secret %s lacks", key, name)
+	}
+	return v, nil
+}
+
+// secretRef is one reference from a pod spec to a Secret; key "" stands
+// for the whole Secret (envFrom, a volume without items).
+type secretRef struct {
+	what, name, key string
+	optional        bool
+}
+
+// podSecretRefs lists every Secret reference of spec.
+func podSecretRefs(spec *corev1.PodSpec) []secretRef {
+	var refs []secretRef
+	opt := func(b *bool) bool { return b != nil && *b }
+	for _, v := range spec.Volumes {
+		if s := v.Secret; s != nil {
+			refs = append(refs, secretRef{"volume " + v.Name, s.SecretName, "", opt(s.Optional)})
+			for _, it := range s.Items {
+				refs = append(refs, secretRef{"volume " + v.Name, s.SecretName, it.Key, opt(s.Optional)})
+			}
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if s := src.Secret; s != nil {
+					refs = append(refs, secretRef{"projected volume " + v.Name, s.Name, "", opt(s.Optional)})
+					for _, it := range s.Items {
+						refs = append(refs, secretRef{"projected volume " + v.Name, s.Name, it.Key, opt(s.Optional)})
+					}
+				}
+			}
+		}
+	}
+	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+		for _, ef := range c.EnvFrom {
+			if r := ef.SecretRef; r != nil {
+				refs = append(refs, secretRef{"container " + c.Name + " envFrom", r.Name, "", opt(r.Optional)})
+			}
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				r := e.ValueFrom.SecretKeyRef
+				refs = append(refs, secretRef{"container " + c.Name + " env " + e.Name, r.Name, r.Key, opt(r.Optional)})
+			}
+		}
+	}
+	return refs
 }
 
 // selected returns the workloads in ns whose pods carry every label of sel.
@@ -347,9 +452,11 @@ func TestManifests(t *testing.T) {
 	t.Run("Namespaces", func(t *testing.T) { checkNamespaces(t, ix) })
 	t.Run("Services", func(t *testing.T) { checkServices(t, ix) })
 	t.Run("PodSpecs", func(t *testing.T) { checkPodSpecs(t, ix) })
+	t.Run("Secrets", func(t *testing.T) { checkSecrets(t, ix) })
 	t.Run("StatefulSet", func(t *testing.T) { checkStatefulSet(t, ix) })
 	t.Run("NodeConfig", func(t *testing.T) { checkNodeConfig(t, ix) })
 	t.Run("PodDisruptionBudget", func(t *testing.T) { checkPDB(t, ix) })
+	t.Run("NetworkPolicies", func(t *testing.T) { checkNetworkPolicies(t, ix) })
 	t.Run("RBAC", func(t *testing.T) { checkRBAC(t, ix) })
 	t.Run("Addresses", func(t *testing.T) { checkAddresses(t, ix) })
 	t.Run("Generated", func(t *testing.T) { checkGenerated(t, ix) })
@@ -360,7 +467,8 @@ func TestManifests(t *testing.T) {
 }
 
 // TestManifestsRejectInvalid proves the strict decoding is not vacuous: a
-// misspelt field, a wrong value type and an unknown kind all fail.
+// misspelt field, a wrong value type and an unknown kind all fail, for
+// Secrets and NetworkPolicies too.
 func TestManifestsRejectInvalid(t *testing.T) {
 	sts, err := os.ReadFile("store/statefulset.yaml")
 	if err != nil {
@@ -379,8 +487,12 @@ func TestManifestsRejectInvalid(t *testing.T) {
 			"readinessProbe:\n            httpGET: {path: /health, port: http}\n", 1),
 		"duplicate field":                   "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n",
 		"unquoted number in ConfigMap data": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  VNodes: 20\n",
-		"unknown kind":                      "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n",
+		"unknown kind":                      "apiVersion: v1\nkind: Secrets\nmetadata:\n  name: s\n",
 		"wrong apiVersion":                  "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata:\n  name: d\n",
+		"Secret field in the wrong case":    "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringdata:\n  ZKAuth: a:b\n",
+		"plain text in Secret data":         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  ZKAuth: goblocks:secret\n",
+		"NetworkPolicy of an old API group": "apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata:\n  name: n\n",
+		"misspelt NetworkPolicy field":      "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: n\nspec:\n  podSelector: {}\n  policyType: [Ingress]\n",
 	}
 	for name, doc := range cases {
 		if _, _, _, err := decodeDoc([]byte(doc)); err == nil {
@@ -396,6 +508,175 @@ func TestSplitDocsRoundTrip(t *testing.T) {
 	docs := splitDocs(in)
 	if len(docs) != 3 || strings.Join(docs, "---\n") != in {
 		t.Fatalf("splitDocs(%q) = %q", in, docs)
+	}
+}
+
+// TestSecretReferences: a pod sees stringData over data, and a reference
+// to a missing Secret or key is an error, on the real StatefulSet too.
+func TestSecretReferences(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	doc := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: goblocks\n" +
+		"data:\n  A: " + b64("from-data") + "\n  B: " + b64("old") + "\nstringData:\n  B: new\n"
+	kind, obj, meta, err := decodeDoc([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := newIndex(t, []object{{file: "inline", kind: kind, meta: meta, obj: obj}})
+	for _, c := range []struct{ name, key, want, err string }{
+		{"s", "A", "from-data", ""},
+		{"s", "B", "new", ""},
+		{"s", "C", "", `key "C", which Secret s lacks`},
+		{"t", "A", "", `Secret "t", which no manifest defines`},
+	} {
+		got, err := ix.secretValue(namespace, c.name, c.key)
+		if got != c.want || (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("secretValue(%s, %s) = %q, %v; want %q, error %q", c.name, c.key, got, err, c.want, c.err)
+		}
+	}
+
+	manifests := newIndex(t, loadAll(t))
+	_, w := manifests.statefulSet(t, nodeStatefulSet)
+	refs := podSecretRefs(&w.template.Spec)
+	if len(refs) == 0 {
+		t.Fatalf("%v references no Secret: where does ZKAuth come from?", w.object)
+	}
+	for _, r := range refs {
+		if r.key == "" {
+			continue
+		}
+		if _, err := manifests.secretValue(namespace, r.name, r.key); err != nil {
+			t.Errorf("%s: %v", r.what, err)
+		}
+		if _, err := manifests.secretValue(namespace, r.name, strings.ToLower(r.key)); err == nil {
+			t.Errorf("%s: the misspelt key %q resolves", r.what, strings.ToLower(r.key))
+		}
+	}
+}
+
+// TestNetworkPolicyProblems proves networkProblems is not vacuous: each
+// plausible mistake in the ZooKeeper policy is reported.
+func TestNetworkPolicyProblems(t *testing.T) {
+	objs := loadAll(t)
+	// problems checks the manifests with every NetworkPolicy replaced by
+	// a mutated copy; mutate returning false drops the policy.
+	problems := func(t *testing.T, mutate func(*networkingv1.NetworkPolicy) bool) []string {
+		t.Helper()
+		var out []object
+		for _, o := range objs {
+			if p, ok := o.obj.(*networkingv1.NetworkPolicy); ok {
+				c := p.DeepCopy()
+				if !mutate(c) {
+					continue
+				}
+				o.obj, o.meta = c, &c.ObjectMeta
+			}
+			out = append(out, o)
+		}
+		ix := newIndex(t, out)
+		_, w := ix.statefulSet(t, nodeStatefulSet)
+		cfg, err := loadNodeConfig(t, ix, w, w.podName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return networkProblems(ix, w, cfg, grafanaDatasourceURLs(t))
+	}
+	if probs := problems(t, func(*networkingv1.NetworkPolicy) bool { return true }); len(probs) > 0 {
+		t.Fatalf("the real manifests have problems: %q", probs)
+	}
+	port := func(n int32) *intstr.IntOrString { p := intstr.FromInt32(n); return &p }
+	cases := []struct {
+		name   string
+		mutate func(*networkingv1.NetworkPolicy) bool
+		want   []string // regular expressions, each matching a problem
+	}{
+		{"no policy", func(*networkingv1.NetworkPolicy) bool { return false },
+			[]string{`^Deployment goblocks/prometheus \(.*\) can connect to ZooKeeper`, `^a client pod in namespace default can connect to ZooKeeper`}},
+		{"misspelt podSelector", func(p *networkingv1.NetworkPolicy) bool {
+			p.Spec.PodSelector.MatchLabels = map[string]string{"app": "zookeepr"}
+			return true
+		}, []string{"selects no Deployment or StatefulSet pods", "can connect to ZooKeeper"}},
+		{"misspelt peer", func(p *networkingv1.NetworkPolicy) bool {
+			p.Spec.Ingress[0].From[0].PodSelector.MatchLabels = map[string]string{"app": "blockstor"}
+			return true
+		}, []string{"admits pods app=blockstor, which no Deployment or StatefulSet runs", "ZKAddress: a NetworkPolicy keeps StatefulSet goblocks/blockstore"}},
+		{"wrong port", func(p *networkingv1.NetworkPolicy) bool {
+			p.Spec.Ingress[0].Ports[0].Port = port(2182)
+			return true
+		}, []string{"port 2182 is not a containerPort", "ZKAddress: a NetworkPolicy keeps"}},
+		{"UDP", func(p *networkingv1.NetworkPolicy) bool {
+			udp := corev1.ProtocolUDP
+			p.Spec.Ingress[0].Ports[0].Protocol = &udp
+			return true
+		}, []string{"ZKAddress: a NetworkPolicy keeps"}},
+		{"any source", func(p *networkingv1.NetworkPolicy) bool {
+			p.Spec.Ingress[0].From = nil
+			return true
+		}, []string{"can connect to ZooKeeper"}},
+		{"every pod of the namespace", func(p *networkingv1.NetworkPolicy) bool {
+			p.Spec.Ingress[0].From[0].PodSelector = &metav1.LabelSelector{}
+			return true
+		}, []string{`^Deployment goblocks/grafana \(.*\) can connect to ZooKeeper`}},
+		{"on the nodes instead", func(p *networkingv1.NetworkPolicy) bool {
+			p.Spec.PodSelector.MatchLabels = map[string]string{"app": "blockstore"}
+			p.Spec.Ingress[0].Ports[0].Port = port(3000)
+			return true
+		}, []string{"can connect to ZooKeeper", "Prometheus' scrape: a NetworkPolicy keeps", "NodePort Service blockstore: a NetworkPolicy keeps a client pod"}},
+		{"egress", func(p *networkingv1.NetworkPolicy) bool {
+			p.Spec.PolicyTypes = append(p.Spec.PolicyTypes, networkingv1.PolicyTypeEgress)
+			return true
+		}, []string{"egress rules are not simulated"}},
+	}
+	for _, c := range cases {
+		probs := problems(t, c.mutate)
+		t.Logf("%s: %q", c.name, probs)
+		for _, want := range c.want {
+			re := regexp.MustCompile(want)
+			if !slices.ContainsFunc(probs, re.MatchString) {
+				t.Errorf("%s: no problem matches %q; got %q", c.name, want, probs)
+			}
+		}
+	}
+}
+
+// TestDataDirProblems proves dataDirProblems is not vacuous.
+func TestDataDirProblems(t *testing.T) {
+	ix := newIndex(t, loadAll(t))
+	_, w := ix.statefulSet(t, nodeStatefulSet)
+	cfg, err := loadNodeConfig(t, ix, w, w.podName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.template.Spec.Containers[0]
+	if probs := dataDirProblems(c, w.claims, cfg); len(probs) > 0 {
+		t.Fatalf("the real manifests have problems: %q", probs)
+	}
+	small := make([]corev1.PersistentVolumeClaim, len(w.claims))
+	for i, cl := range w.claims {
+		cl.DeepCopyInto(&small[i])
+		small[i].Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("1Gi")
+	}
+	with := func(f func(*config.Config)) config.Config { changed := cfg; f(&changed); return changed }
+	cases := []struct {
+		name   string
+		claims []corev1.PersistentVolumeClaim
+		cfg    config.Config
+		want   string // "" for no problem
+	}{
+		{"store at the mount point", w.claims, with(func(c *config.Config) { c.DataDir = "/data" }), "RebuildCorruptStore could not move it aside"},
+		{"at the mount point, never moved", w.claims, with(func(c *config.Config) { c.DataDir, c.RebuildCorruptStore = "/data", false }), ""},
+		{"off the volume", w.claims, with(func(c *config.Config) { c.DataDir = "/tmp/store" }), "not on a volumeClaimTemplate"},
+		{"name sharing the mount's prefix", w.claims, with(func(c *config.Config) { c.DataDir = "/database" }), "not on a volumeClaimTemplate"},
+		{"1Gi claim", small, cfg, "keeps more than half the 1Gi volume"},
+		{"no floor", w.claims, with(func(c *config.Config) { c.MinFreeBytes = 0 }), "without a floor"},
+	}
+	for _, tc := range cases {
+		probs := dataDirProblems(c, tc.claims, tc.cfg)
+		switch {
+		case tc.want == "" && len(probs) > 0:
+			t.Errorf("%s: unexpected problems %q", tc.name, probs)
+		case tc.want != "" && !slices.ContainsFunc(probs, func(p string) bool { return strings.Contains(p, tc.want) }):
+			t.Errorf("%s: no problem mentions %q; got %q", tc.name, tc.want, probs)
+		}
 	}
 }
 
@@ -461,8 +742,8 @@ func checkServices(t *testing.T, ix *index) {
 }
 
 // checkPodSpecs: selectors match their templates, every referenced
-// ConfigMap, key, volume and probe port exists, $(VAR) references resolve,
-// and no volume is declared without being mounted.
+// ConfigMap, Secret, key, volume and probe port exists, $(VAR) references
+// resolve, and no volume is declared without being mounted.
 func checkPodSpecs(t *testing.T, ix *index) {
 	for _, w := range ix.workloads {
 		ns := w.meta.Namespace
@@ -500,8 +781,19 @@ func checkPodSpecs(t *testing.T, ix *index) {
 					}
 				}
 			}
-			if v.Secret != nil {
-				t.Errorf("%v: volume %s uses Secret %s, which no manifest defines", w.object, v.Name, v.Secret.SecretName)
+		}
+		for _, r := range podSecretRefs(spec) {
+			if r.optional {
+				continue
+			}
+			var err error
+			if r.key == "" {
+				_, err = ix.secretData(ns, r.name)
+			} else {
+				_, err = ix.secretValue(ns, r.name, r.key)
+			}
+			if err != nil {
+				t.Errorf("%v: %s references %v", w.object, r.what, err)
 			}
 		}
 		for _, c := range w.claims {
@@ -521,7 +813,10 @@ func checkPodSpecs(t *testing.T, ix *index) {
 					}
 				}
 				if ef.SecretRef != nil {
-					t.Errorf("%v: %s envFrom Secret %s, which no manifest defines", w.object, where, ef.SecretRef.Name)
+					data, _ := ix.secretData(ns, ef.SecretRef.Name) // a missing Secret is reported above
+					for k := range data {
+						defined[ef.Prefix+k] = true
+					}
 				}
 			}
 			for _, e := range c.Env {
@@ -536,9 +831,6 @@ func checkPodSpecs(t *testing.T, ix *index) {
 				}
 				if r := e.ValueFrom.ConfigMapKeyRef; r != nil {
 					cmExists(where+" env "+e.Name, r.Name, r.Key, r.Optional)
-				}
-				if r := e.ValueFrom.SecretKeyRef; r != nil {
-					t.Errorf("%v: %s env %s uses Secret %s, which no manifest defines", w.object, where, e.Name, r.Name)
 				}
 			}
 			for _, m := range c.VolumeMounts {
@@ -579,6 +871,30 @@ func checkPodSpecs(t *testing.T, ix *index) {
 		if sa := spec.ServiceAccountName; sa != "" {
 			if _, ok := ix.get("ServiceAccount", ns, sa); !ok {
 				t.Errorf("%v: serviceAccountName %s is not defined", w.object, sa)
+			}
+		}
+	}
+}
+
+// checkSecrets: every Secret is read by some pod (one that is not is a
+// setting nobody gets), and no key is in both data and stringData (the
+// API server keeps stringData's; the other is a stale value left in the
+// file).
+func checkSecrets(t *testing.T, ix *index) {
+	used := map[string]bool{}
+	for _, w := range ix.workloads {
+		for _, r := range podSecretRefs(&w.template.Spec) {
+			used[w.meta.Namespace+"/"+r.name] = true
+		}
+	}
+	for _, o := range ix.ofKind("Secret") {
+		s := o.obj.(*corev1.Secret)
+		if !used[o.meta.Namespace+"/"+o.meta.Name] {
+			t.Errorf("%v: no Deployment or StatefulSet reads it", o)
+		}
+		for k := range s.StringData {
+			if _, dup := s.Data[k]; dup {
+				t.Errorf("%v: key %s is in both data and stringData", o, k)
 			}
 		}
 	}
@@ -656,6 +972,12 @@ func nodeEnv(t *testing.T, ix *index, w workload, c corev1.Container, podName st
 				}
 			}
 		}
+		if ef.SecretRef != nil {
+			data, _ := ix.secretData(w.meta.Namespace, ef.SecretRef.Name) // missing: reported by PodSpecs
+			for k, v := range data {
+				env[ef.Prefix+k] = v
+			}
+		}
 	}
 	for _, e := range c.Env {
 		switch {
@@ -689,10 +1011,42 @@ func nodeEnv(t *testing.T, ix *index, w workload, c corev1.Container, podName st
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			r := e.ValueFrom.ConfigMapKeyRef
 			env[e.Name] = ix.configMaps[w.meta.Namespace+"/"+r.Name].Data[r.Key]
+		case e.ValueFrom.SecretKeyRef != nil:
+			r := e.ValueFrom.SecretKeyRef
+			if v, err := ix.secretValue(w.meta.Namespace, r.Name, r.Key); err == nil { // else reported by PodSpecs
+				env[e.Name] = v
+			}
 		}
 	}
 	return env
 }
+
+// loadNodeConfig is the configuration the node of pod podName runs with:
+// its args and resolved environment through node/config.
+func loadNodeConfig(t *testing.T, ix *index, w workload, podName string) (config.Config, error) {
+	t.Helper()
+	c := w.template.Spec.Containers[0]
+	args := c.Args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		if args[0] != "node" {
+			return config.Config{}, fmt.Errorf("container %s runs subcommand %q, want node", c.Name, args[0])
+		}
+		args = args[1:]
+	}
+	env := nodeEnv(t, ix, w, c, podName)
+	var stderr bytes.Buffer
+	cfg, err := config.Load(args, func(k string) string { return env[k] }, &stderr)
+	if err != nil {
+		return cfg, fmt.Errorf("the node rejects its configuration: %w\n%s", err, stderr.String())
+	}
+	return cfg, nil
+}
+
+// secretSettings are the node settings that must come from a Secret: a
+// ConfigMap's or a literal env value is shown by `kubectl describe` to
+// everyone who may read ConfigMaps or pods (RBAC grants Secrets
+// separately), and only Secrets can be encrypted at rest.
+var secretSettings = []string{"ClusterToken", "ZKAuth", "AdminToken"}
 
 // checkNodeConfig: every variable given to the node is one it reads, the
 // node accepts the resulting configuration, and the pod fits it (port,
@@ -707,16 +1061,34 @@ func checkNodeConfig(t *testing.T, ix *index) {
 	knownOrOTEL := func(k string) bool { return known[k] || strings.HasPrefix(k, "OTEL_") }
 
 	for _, ef := range c.EnvFrom {
-		if ef.ConfigMapRef == nil {
-			continue
+		var keys []string
+		var from string
+		switch {
+		case ef.ConfigMapRef != nil:
+			cm := ix.configMaps[w.meta.Namespace+"/"+ef.ConfigMapRef.Name]
+			if cm == nil {
+				continue // reported by PodSpecs
+			}
+			for k := range cm.Data {
+				keys = append(keys, k)
+				if slices.Contains(secretSettings, ef.Prefix+k) {
+					t.Errorf("ConfigMap %s holds %s: secrets belong in a Secret", cm.Name, ef.Prefix+k)
+				}
+			}
+			from = "ConfigMap " + cm.Name
+		case ef.SecretRef != nil:
+			data, err := ix.secretData(w.meta.Namespace, ef.SecretRef.Name)
+			if err != nil {
+				continue // reported by PodSpecs
+			}
+			for k := range data {
+				keys = append(keys, k)
+			}
+			from = "Secret " + ef.SecretRef.Name
 		}
-		cm := ix.configMaps[w.meta.Namespace+"/"+ef.ConfigMapRef.Name]
-		if cm == nil {
-			continue // reported by PodSpecs
-		}
-		for k := range cm.Data {
+		for _, k := range keys {
 			if !knownOrOTEL(ef.Prefix + k) {
-				t.Errorf("ConfigMap %s key %q is not a setting the node reads (node/config) nor OTEL_*", cm.Name, k)
+				t.Errorf("%s key %q is not a setting the node reads (node/config) nor OTEL_*", from, k)
 			}
 		}
 	}
@@ -728,25 +1100,19 @@ func checkNodeConfig(t *testing.T, ix *index) {
 		if !knownOrOTEL(e.Name) && !goRuntimeEnv[e.Name] && !slices.Contains(referenced, e.Name) {
 			t.Errorf("container %s env %s is not a setting the node reads, a Go runtime variable, nor used by another variable", c.Name, e.Name)
 		}
+		if slices.Contains(secretSettings, e.Name) && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
+			t.Errorf("container %s env %s is not taken from a Secret (secretKeyRef)", c.Name, e.Name)
+		}
 	}
 
 	if c.Command != nil {
 		t.Errorf("container %s overrides the image's entrypoint /goblocks: use args", c.Name)
 	}
-	args := c.Args
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		if args[0] != "node" {
-			t.Fatalf("container %s runs subcommand %q, want node", c.Name, args[0])
-		}
-		args = args[1:]
-	}
 	for i := range min(int(*sts.Spec.Replicas), 4) {
 		pod := fmt.Sprintf("%s-%d", w.meta.Name, i)
-		env := nodeEnv(t, ix, w, c, pod)
-		var stderr bytes.Buffer
-		cfg, err := config.Load(args, func(k string) string { return env[k] }, &stderr)
+		cfg, err := loadNodeConfig(t, ix, w, pod)
 		if err != nil {
-			t.Fatalf("pod %s: the node rejects its configuration: %v\n%s", pod, err, stderr.String())
+			t.Fatalf("pod %s: %v", pod, err)
 		}
 		if cfg.ReplicaName != pod {
 			t.Errorf("pod %s: ReplicaName %q, want the pod name", pod, cfg.ReplicaName)
@@ -762,14 +1128,8 @@ func checkNodeConfig(t *testing.T, ix *index) {
 			t.Errorf("the node listens on %d, which is not a containerPort", cfg.Port)
 		}
 		if cfg.Storage == "pebble" {
-			onClaim := false
-			for _, m := range c.VolumeMounts {
-				if m.MountPath == cfg.DataDir && slices.ContainsFunc(w.claims, func(p corev1.PersistentVolumeClaim) bool { return p.Name == m.Name }) {
-					onClaim = true
-				}
-			}
-			if !onClaim {
-				t.Errorf("DataDir %s is not the mountPath of a volumeClaimTemplate: blocks would not survive a restart", cfg.DataDir)
+			for _, p := range dataDirProblems(c, w.claims, cfg) {
+				t.Error(p)
 			}
 		}
 		grace := w.template.Spec.TerminationGracePeriodSeconds
@@ -798,6 +1158,45 @@ func checkNodeConfig(t *testing.T, ix *index) {
 	if ann := w.template.Annotations; ann["prometheus.io/scrape"] != "true" {
 		t.Errorf("pod template lacks the prometheus.io/scrape: \"true\" annotation")
 	}
+}
+
+// dataDirProblems: DataDir lies on a volumeClaimTemplate, below its mount
+// point when RebuildCorruptStore may rename it, and the free-space floor
+// leaves most of that volume for blocks.
+func dataDirProblems(c corev1.Container, claims []corev1.PersistentVolumeClaim, cfg config.Config) []string {
+	var probs []string
+	add := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	dataDir := path.Clean(cfg.DataDir)
+	var claim *corev1.PersistentVolumeClaim
+	var mount string
+	for _, m := range c.VolumeMounts {
+		mp := path.Clean(m.MountPath)
+		if dataDir != mp && !strings.HasPrefix(dataDir, strings.TrimSuffix(mp, "/")+"/") {
+			continue
+		}
+		if i := slices.IndexFunc(claims, func(p corev1.PersistentVolumeClaim) bool { return p.Name == m.Name }); i >= 0 && len(mp) > len(mount) {
+			claim, mount = &claims[i], mp
+		}
+	}
+	if claim == nil {
+		add("DataDir %s is not on a volumeClaimTemplate's mountPath: blocks would not survive a restart", cfg.DataDir)
+		return probs
+	}
+	// node/app moves an unreadable store to the sibling <DataDir>.corrupt-<time>:
+	// a mount point cannot be renamed, and beside it is the read-only root.
+	if cfg.RebuildCorruptStore && dataDir == mount {
+		add("DataDir %s is the mount point of volume %s: RebuildCorruptStore could not move it aside; use a directory below it", cfg.DataDir, claim.Name)
+	}
+	size, ok := claim.Spec.Resources.Requests[corev1.ResourceStorage]
+	switch {
+	case !ok:
+		add("volumeClaimTemplate %s requests no storage", claim.Name)
+	case cfg.MinFreeBytes <= 0:
+		add("MinFreeBytes %d: without a floor a full volume fails pebble mid-write instead of refusing writes (507)", cfg.MinFreeBytes)
+	case cfg.MinFreeBytes*2 > size.Value():
+		add("MinFreeBytes %d keeps more than half the %s volume %s free: the node refuses writes early (or always); grow the claim", cfg.MinFreeBytes, size.String(), claim.Name)
+	}
+	return probs
 }
 
 func ptrString[T any](p *T) string {
@@ -839,6 +1238,362 @@ func checkPDB(t *testing.T, ix *index) {
 	}
 	if !found {
 		t.Errorf("no PodDisruptionBudget selects StatefulSet %s", sts.Name)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// NetworkPolicy
+
+// netPeer is the source of a connection: the pods of a workload, or a
+// client pod in another namespace.
+type netPeer struct {
+	name   string
+	ns     string
+	labels map[string]string
+}
+
+// outsideClient stands for the clients of NodePort Services and anything
+// else outside the namespace.
+var outsideClient = netPeer{name: "a client pod in namespace default", ns: "default"}
+
+func workloadPeer(w workload) netPeer {
+	return netPeer{name: w.object.String(), ns: w.meta.Namespace, labels: w.template.Labels}
+}
+
+// podPort is a container port of a workload's pods.
+type podPort struct {
+	w    workload
+	port corev1.ContainerPort
+}
+
+func (p podPort) String() string {
+	return fmt.Sprintf("%v port %d", p.w.object, p.port.ContainerPort)
+}
+
+// containerPort finds port p (by name or number) among spec's containers.
+func containerPort(spec *corev1.PodSpec, p intstr.IntOrString) (corev1.ContainerPort, bool) {
+	for _, c := range spec.Containers {
+		for _, cp := range c.Ports {
+			if (p.Type == intstr.String && cp.Name == p.StrVal) || (p.Type == intstr.Int && cp.ContainerPort == p.IntVal) {
+				return cp, true
+			}
+		}
+	}
+	return corev1.ContainerPort{}, false
+}
+
+// serviceTargets lists the pod ports a connection to svc's port reaches.
+func (ix *index) serviceTargets(svc *corev1.Service, port int32) []podPort {
+	var targets []podPort
+	for _, sp := range svc.Spec.Ports {
+		if sp.Port != port {
+			continue
+		}
+		target := sp.TargetPort
+		if target.Type == intstr.Int && target.IntVal == 0 {
+			target = intstr.FromInt32(sp.Port)
+		}
+		for _, w := range ix.selected(svc.Namespace, svc.Spec.Selector) {
+			if cp, ok := containerPort(&w.template.Spec, target); ok {
+				targets = append(targets, podPort{w, cp})
+			}
+		}
+	}
+	return targets
+}
+
+// nsLabels are the labels of namespace ns, including the one the API
+// server sets on every namespace.
+func (ix *index) nsLabels(ns string) labels.Set {
+	set := labels.Set{}
+	if o, ok := ix.get("Namespace", "", ns); ok {
+		for k, v := range o.meta.Labels {
+			set[k] = v
+		}
+	}
+	set["kubernetes.io/metadata.name"] = ns
+	return set
+}
+
+// policyTypes is spec.policyTypes with the API server's default.
+func policyTypes(p *networkingv1.NetworkPolicy) []networkingv1.PolicyType {
+	if len(p.Spec.PolicyTypes) > 0 {
+		return p.Spec.PolicyTypes
+	}
+	types := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	if len(p.Spec.Egress) > 0 {
+		types = append(types, networkingv1.PolicyTypeEgress)
+	}
+	return types
+}
+
+func selectorMatches(sel *metav1.LabelSelector, set labels.Set) (bool, error) {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return false, err
+	}
+	return s.Matches(set), nil
+}
+
+// peerAdmits reports whether a rule's peer of a policy in policyNS
+// admits src.
+func (ix *index) peerAdmits(policyNS string, p networkingv1.NetworkPolicyPeer, src netPeer) (bool, error) {
+	if p.IPBlock != nil {
+		return false, errors.New("ipBlock peers are not simulated by this test")
+	}
+	if p.NamespaceSelector == nil {
+		if src.ns != policyNS {
+			return false, nil
+		}
+	} else if ok, err := selectorMatches(p.NamespaceSelector, ix.nsLabels(src.ns)); err != nil || !ok {
+		return false, err
+	}
+	if p.PodSelector == nil {
+		return true, nil
+	}
+	return selectorMatches(p.PodSelector, labels.Set(src.labels))
+}
+
+// portAdmits reports whether a rule's ports admit container port cp.
+func portAdmits(ports []networkingv1.NetworkPolicyPort, cp corev1.ContainerPort) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	proto := cmpOr(string(cp.Protocol), string(corev1.ProtocolTCP))
+	for _, p := range ports {
+		if cmpOr(string(ptrOr(p.Protocol, "")), string(corev1.ProtocolTCP)) != proto {
+			continue
+		}
+		switch {
+		case p.Port == nil:
+			return true
+		case p.Port.Type == intstr.String:
+			if p.Port.StrVal == cp.Name {
+				return true
+			}
+		case p.EndPort != nil:
+			if p.Port.IntVal <= cp.ContainerPort && cp.ContainerPort <= *p.EndPort {
+				return true
+			}
+		case p.Port.IntVal == cp.ContainerPort:
+			return true
+		}
+	}
+	return false
+}
+
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// ingressAllowed reports whether src may connect to dst as NetworkPolicy
+// defines it: yes unless a policy selecting dst's pods isolates them for
+// ingress, and then only if a rule of such a policy admits src on that port.
+func (ix *index) ingressAllowed(dst podPort, src netPeer) (bool, error) {
+	isolated := false
+	for _, o := range ix.ofKind("NetworkPolicy") {
+		p := o.obj.(*networkingv1.NetworkPolicy)
+		if o.meta.Namespace != dst.w.meta.Namespace || !slices.Contains(policyTypes(p), networkingv1.PolicyTypeIngress) {
+			continue
+		}
+		if ok, err := selectorMatches(&p.Spec.PodSelector, labels.Set(dst.w.template.Labels)); err != nil {
+			return false, fmt.Errorf("%v: podSelector: %w", o, err)
+		} else if !ok {
+			continue
+		}
+		isolated = true
+		for _, r := range p.Spec.Ingress {
+			if !portAdmits(r.Ports, dst.port) {
+				continue
+			}
+			if len(r.From) == 0 {
+				return true, nil
+			}
+			for _, peer := range r.From {
+				ok, err := ix.peerAdmits(o.meta.Namespace, peer, src)
+				if err != nil {
+					return false, fmt.Errorf("%v: %w", o, err)
+				}
+				if ok {
+					return true, nil
+				}
+			}
+		}
+	}
+	return !isolated, nil
+}
+
+// workloadNamed finds the Deployment or StatefulSet kind/name in namespace.
+func (ix *index) workloadNamed(kind, name string) (workload, bool) {
+	for _, w := range ix.workloads {
+		if w.kind == kind && w.meta.Name == name && w.meta.Namespace == namespace {
+			return w, true
+		}
+	}
+	return workload{}, false
+}
+
+// networkProblems checks the NetworkPolicies against the objects and the
+// node's configuration cfg (node is its StatefulSet): every selector and
+// port of a policy names existing pods and ports; every connection the
+// system needs (nodes to ZooKeeper, Jaeger and each other, Prometheus to
+// the nodes, Grafana to its datasources, clients to NodePort Services) is
+// allowed; and ZooKeeper's client port admits the nodes only.
+func networkProblems(ix *index, node workload, cfg config.Config, grafanaURLs []string) []string {
+	var probs []string
+	add := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+
+	for _, o := range ix.ofKind("NetworkPolicy") {
+		p := o.obj.(*networkingv1.NetworkPolicy)
+		sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)
+		if err != nil {
+			add("%v: podSelector: %v", o, err)
+			continue
+		}
+		var selected []workload
+		for _, w := range ix.workloads {
+			if w.meta.Namespace == o.meta.Namespace && sel.Matches(labels.Set(w.template.Labels)) {
+				selected = append(selected, w)
+			}
+		}
+		if len(selected) == 0 {
+			add("%v: podSelector %q selects no Deployment or StatefulSet pods", o, sel)
+		}
+		if slices.Contains(policyTypes(p), networkingv1.PolicyTypeEgress) {
+			add("%v: egress rules are not simulated by this test (extend networkProblems, and remember DNS)", o)
+		}
+		for i, r := range p.Spec.Ingress {
+			for _, peer := range r.From {
+				if peer.IPBlock != nil {
+					add("%v: ingress rule %d: ipBlock peers are not simulated by this test", o, i)
+					continue
+				}
+				if peer.PodSelector == nil {
+					continue
+				}
+				matched, inNamespace := false, false
+				for _, w := range ix.workloads {
+					src := workloadPeer(w)
+					if peer.NamespaceSelector == nil && src.ns != o.meta.Namespace {
+						continue
+					}
+					if peer.NamespaceSelector != nil {
+						if ok, _ := selectorMatches(peer.NamespaceSelector, ix.nsLabels(src.ns)); !ok {
+							continue
+						}
+					}
+					inNamespace = true
+					if ok, _ := ix.peerAdmits(o.meta.Namespace, peer, src); ok {
+						matched = true
+					}
+				}
+				// Pods in namespaces these manifests do not create cannot be checked.
+				if inNamespace && !matched {
+					add("%v: ingress rule %d admits pods %v, which no Deployment or StatefulSet runs", o, i, metav1.FormatLabelSelector(peer.PodSelector))
+				}
+			}
+			for _, pp := range r.Ports {
+				if pp.Port == nil || pp.EndPort != nil {
+					continue
+				}
+				for _, w := range selected {
+					if _, ok := containerPort(&w.template.Spec, *pp.Port); !ok {
+						add("%v: ingress rule %d port %s is not a containerPort of %v", o, i, pp.Port.String(), w.object)
+					}
+				}
+			}
+		}
+	}
+
+	type flow struct {
+		why     string
+		from    netPeer
+		targets []podPort
+	}
+	var flows []flow
+	toAddr := func(why string, from netPeer, addr string) []podPort {
+		svc, port, err := ix.resolveServiceAddr(addr)
+		if err != nil {
+			add("%s %v", why, err)
+			return nil
+		}
+		targets := ix.serviceTargets(svc, port)
+		flows = append(flows, flow{why, from, targets})
+		return targets
+	}
+	nodePeer := workloadPeer(node)
+	var zkTargets []podPort
+	for _, hp := range strings.Split(cfg.ZKAddress, ",") {
+		zkTargets = append(zkTargets, toAddr("ZKAddress", nodePeer, strings.TrimSpace(hp))...)
+	}
+	if u := cfg.TracesURL(); u != "" {
+		toAddr("the trace exporter", nodePeer, u)
+	}
+	toAddr("the peers' ReplicaAddress", nodePeer, cfg.AdvertiseAddress())
+	if prom, ok := ix.workloadNamed("Deployment", "prometheus"); ok {
+		if n, err := strconv.Atoi(node.template.Annotations["prometheus.io/port"]); err == nil {
+			if cp, ok := containerPort(&node.template.Spec, intstr.FromInt32(int32(n))); ok {
+				flows = append(flows, flow{"Prometheus' scrape", workloadPeer(prom), []podPort{{node, cp}}})
+			}
+		}
+	}
+	if grafana, ok := ix.workloadNamed("Deployment", "grafana"); ok {
+		for _, u := range grafanaURLs {
+			toAddr("the Grafana datasource", workloadPeer(grafana), u)
+		}
+	}
+	for _, svc := range ix.services {
+		if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			for _, sp := range svc.Spec.Ports {
+				flows = append(flows, flow{fmt.Sprintf("%s Service %s", svc.Spec.Type, svc.Name), outsideClient, ix.serviceTargets(svc, sp.Port)})
+			}
+		}
+	}
+	for _, f := range flows {
+		for _, dst := range f.targets {
+			ok, err := ix.ingressAllowed(dst, f.from)
+			switch {
+			case err != nil:
+				add("%v", err)
+			case !ok:
+				add("%s: a NetworkPolicy keeps %s from connecting to %v", f.why, f.from.name, dst)
+			}
+		}
+	}
+
+	// The protection the ZooKeeper policy exists for.
+	if len(zkTargets) == 0 {
+		add("ZKAddress %q reaches no pods", cfg.ZKAddress)
+	}
+	for _, dst := range zkTargets {
+		others := []netPeer{outsideClient}
+		for _, w := range ix.workloads {
+			// ZooKeeper itself is left out: a pod cannot block access to itself.
+			if w.meta != node.meta && w.meta != dst.w.meta {
+				others = append(others, workloadPeer(w))
+			}
+		}
+		for _, src := range others {
+			if ok, err := ix.ingressAllowed(dst, src); err == nil && ok {
+				add("%s can connect to ZooKeeper (%v): only the nodes may, it holds the ring and the cluster token", src.name, dst)
+			}
+		}
+	}
+	return probs
+}
+
+// checkNetworkPolicies reports networkProblems for the manifests.
+func checkNetworkPolicies(t *testing.T, ix *index) {
+	_, w := ix.statefulSet(t, nodeStatefulSet)
+	cfg, err := loadNodeConfig(t, ix, w, w.podName())
+	if err != nil {
+		t.Fatal(err) // the details are NodeConfig's
+	}
+	for _, p := range networkProblems(ix, w, cfg, grafanaDatasourceURLs(t)) {
+		t.Error(p)
 	}
 }
 
@@ -891,14 +1646,14 @@ func checkAddresses(t *testing.T, ix *index) {
 		checkServiceAddr(t, ix, "ZKAddress", strings.TrimSpace(hp))
 	}
 	if ep := env["OTEL_EXPORTER_OTLP_ENDPOINT"]; ep != "" {
-		svc, port := checkServiceAddr(t, ix, "OTEL_EXPORTER_OTLP_ENDPOINT", strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://"))
+		svc, port := checkServiceAddr(t, ix, "OTEL_EXPORTER_OTLP_ENDPOINT", ep)
 		proto := env["OTEL_EXPORTER_OTLP_PROTOCOL"]
 		if svc != nil && (proto == "grpc") != (port == 4317) {
 			t.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q with port %d: OTLP/gRPC is 4317, OTLP/HTTP 4318", proto, port)
 		}
 	}
 	for _, ds := range grafanaDatasourceURLs(t) {
-		checkServiceAddr(t, ix, "Grafana datasource URL", strings.TrimPrefix(ds, "http://"))
+		checkServiceAddr(t, ix, "Grafana datasource URL", ds)
 	}
 }
 
@@ -906,28 +1661,52 @@ func checkAddresses(t *testing.T, ix *index) {
 // namespace and checks the Service has that port.
 func checkServiceAddr(t *testing.T, ix *index, what, hostport string) (*corev1.Service, int32) {
 	t.Helper()
+	svc, port, err := ix.resolveServiceAddr(hostport)
+	if err != nil {
+		t.Errorf("%s %v", what, err)
+	}
+	return svc, port
+}
+
+// resolveServiceAddr resolves [scheme://]host:port[/path] like cluster DNS
+// does from a pod in namespace: host is a Service, or a pod's name under a
+// headless Service. The Service must have that port.
+func (ix *index) resolveServiceAddr(addr string) (*corev1.Service, int32, error) {
+	hostport := addr
+	if _, rest, ok := strings.Cut(hostport, "://"); ok {
+		hostport = rest
+	}
 	hostport, _, _ = strings.Cut(hostport, "/")
 	host, portStr, ok := strings.Cut(hostport, ":")
 	port, err := strconv.Atoi(portStr)
 	if !ok || err != nil {
-		t.Errorf("%s %q: want host:port", what, hostport)
-		return nil, 0
+		return nil, 0, fmt.Errorf("%q: want host:port", addr)
+	}
+	inNamespace := func(rest string) bool {
+		return rest == "" || rest == namespace || rest == namespace+".svc" || rest == namespace+".svc.cluster.local"
 	}
 	name, rest, _ := strings.Cut(host, ".")
-	if rest != "" && rest != namespace && rest != namespace+".svc" && rest != namespace+".svc.cluster.local" {
-		t.Errorf("%s %q: not a Service in namespace %s", what, hostport, namespace)
-		return nil, 0
+	headlessPod := false
+	if !inNamespace(rest) {
+		// <pod>.<headless Service>.<namespace>...
+		name, rest, _ = strings.Cut(rest, ".")
+		if rest == "" || !inNamespace(rest) {
+			return nil, 0, fmt.Errorf("%q: not a Service in namespace %s", addr, namespace)
+		}
+		headlessPod = true
 	}
 	o, found := ix.get("Service", namespace, name)
 	if !found {
-		t.Errorf("%s %q: no Service %s", what, hostport, name)
-		return nil, 0
+		return nil, 0, fmt.Errorf("%q: no Service %s", addr, name)
 	}
 	svc := o.obj.(*corev1.Service)
-	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return int(p.Port) == port }) {
-		t.Errorf("%s %q: Service %s has no port %d", what, hostport, name, port)
+	if headlessPod && svc.Spec.ClusterIP != corev1.ClusterIPNone {
+		return nil, 0, fmt.Errorf("%q: Service %s is not headless: it gives pods no DNS names", addr, name)
 	}
-	return svc, int32(port)
+	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return int(p.Port) == port }) {
+		return nil, 0, fmt.Errorf("%q: Service %s has no port %d", addr, name, port)
+	}
+	return svc, int32(port), nil
 }
 
 func checkApplySize(t *testing.T, objs []object) {

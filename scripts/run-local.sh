@@ -3,10 +3,15 @@
 # (Debian's package) on 127.0.0.1:2181 and three nodes on ports 3001-3003,
 # data under ./data/. Ctrl-C makes every node leave gracefully, then stops
 # ZooKeeper. Start a fourth node meanwhile to watch a rebalance:
-#   ZKAddress=127.0.0.1:2181 ReplicaName=node4 ReplicaAddress=127.0.0.1 DataDir=data/node4 bin/goblocks -port 3004
+#   ZKAuth=$(cat data/zkauth) ZKAddress=127.0.0.1:2181 ReplicaName=node4 ReplicaAddress=127.0.0.1 DataDir=data/node4 bin/goblocks -port 3004
 set -euo pipefail
 bin=${1:-bin/goblocks}
 mkdir -p data/zookeeper
+# ZooKeeper credentials, generated once and kept with the data: znodes
+# carry a digest ACL for them, and the nodes share the cluster token
+# through ZooKeeper under it.
+[ -s data/zkauth ] || echo "goblocks:$(od -An -N18 -tx1 /dev/urandom | tr -d ' \n')" > data/zkauth
+export ZKAuth=$(cat data/zkauth)
 cat > data/zoo.cfg <<CFG
 tickTime=500
 initLimit=10

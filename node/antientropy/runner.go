@@ -94,6 +94,41 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
+// Rebuild compares this node with every other member of its ring, each
+// once, retrying the ones that fail every retry interval, until all were
+// compared or ctx ends. A node that lost its store (corruption, a new
+// disk) is refilled this way without waiting for the periodic rounds.
+func (r *Runner) Rebuild(ctx context.Context, retry time.Duration) error {
+	done := map[string]bool{}
+	for {
+		rg, _, migrating := r.o.View()
+		if rg != nil && !migrating {
+			left := 0
+			for _, m := range rg.Members() {
+				if m.Name == r.o.Self || done[m.Name] {
+					continue
+				}
+				st, err := r.Round(ctx, m)
+				if err != nil {
+					left++
+					r.o.Logger.Warn().Err(err).Str("peer", m.Name).Msg("rebuild: comparing with peer failed; retrying")
+					continue
+				}
+				done[m.Name] = true
+				r.o.Logger.Info().Str("peer", m.Name).Int("pulled", st.Pulled).Msg("rebuild: compared with peer")
+			}
+			if left == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retry):
+		}
+	}
+}
+
 // nextPeer picks the next ring member after the last one compared.
 func (r *Runner) nextPeer() (ring.Member, bool) {
 	rg, _, _ := r.o.View()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
@@ -20,6 +21,12 @@ func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "internalput", fmt.Errorf("%w: batch of %d bytes > %d", ErrTooLarge, r.ContentLength, limit))
 		return
 	}
+	release, err := s.admitBatch(w, r, limit)
+	if err != nil {
+		s.fail(w, r, "internalput", err)
+		return
+	}
+	defer release()
 	dec := wire.NewDecoder(io.LimitReader(r.Body, limit), s.o.BlockSize)
 	var items []storage.Item
 	for {
@@ -82,6 +89,26 @@ func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	_, _ = w.Write(out)
+}
+
+// stalledBodyTimeout bounds how long a batch body may take to arrive: a
+// batch is at most ~1 MiB, sent by a peer at full speed.
+const stalledBodyTimeout = 5 * time.Second
+
+// admitBatch reserves the body's bytes (its length, or the largest batch
+// when unknown) against MaxInflightBatchBytes, or refuses the batch with
+// 503 so that stalled or flooding senders cannot hold the node's memory.
+func (s *server) admitBatch(w http.ResponseWriter, r *http.Request, limit int64) (func(), error) {
+	weight := limit
+	if r.ContentLength > 0 {
+		weight = r.ContentLength
+	}
+	if !s.batchBytes.TryAcquire(weight) {
+		s.o.Metrics.BatchesRefused.Inc()
+		return nil, fmt.Errorf("%w: %d MiB of internal batches are being read already", ErrOverloaded, s.o.MaxInflightBatchBytes>>20)
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(stalledBodyTimeout))
+	return func() { s.batchBytes.Release(weight) }, nil
 }
 
 // batchFetch returns this node's copies of a list of ids.

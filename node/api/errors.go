@@ -8,6 +8,7 @@ import (
 
 	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/storage/diskguard"
 	"github.com/goblocks/goblocks/node/wire"
 )
 
@@ -17,7 +18,9 @@ var (
 	ErrBadSize            = errors.New("api: block has the wrong size")
 	ErrTooLarge           = errors.New("api: block larger than the block size")
 	ErrBadConsistency     = errors.New("api: invalid consistency")
-	ErrUnauthorized       = errors.New("api: missing or wrong cluster token")
+	ErrUnauthorized       = errors.New("api: unauthorized")
+	ErrNotReady           = errors.New("api: not ready")
+	ErrOverloaded         = errors.New("api: overloaded")
 	ErrMethodNotAllowed   = errors.New("api: method not allowed")
 	ErrNoRoute            = errors.New("api: no such endpoint")
 	ErrChecksumMismatch   = errors.New("api: payload does not match its checksum")
@@ -48,6 +51,12 @@ func errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "checksum_mismatch"
 	case errors.Is(err, ErrUnauthorized):
 		return http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, diskguard.ErrInsufficientStorage):
+		return http.StatusInsufficientStorage, "insufficient_storage"
+	case errors.Is(err, ErrOverloaded):
+		return http.StatusServiceUnavailable, "overloaded"
+	case errors.Is(err, ErrNotReady):
+		return http.StatusServiceUnavailable, "not_ready"
 	case errors.Is(err, ErrMethodNotAllowed):
 		return http.StatusMethodNotAllowed, "method_not_allowed"
 	case errors.Is(err, ErrNoRoute):
@@ -62,6 +71,8 @@ func errorStatus(err error) (int, string) {
 		return 499, "client_closed"
 	case errors.Is(err, storage.ErrClosed):
 		return http.StatusServiceUnavailable, "shutting_down"
+	case errors.Is(err, storage.ErrFailed):
+		return http.StatusServiceUnavailable, "store_failed"
 	}
 	return http.StatusInternalServerError, "internal"
 }

@@ -11,11 +11,14 @@ type Metrics struct {
 	// FutureVersions counts versions refused for being too far ahead of
 	// this node's clock.
 	FutureVersions prometheus.Counter
+	// BatchesRefused counts internal batches refused because
+	// MaxInflightBatchBytes were being read already.
+	BatchesRefused prometheus.Counter
 }
 
 // serverErrorCodes are the codes errorStatus maps to 5xx: the errors that
 // count against the availability SLO (prometheus/rules).
-var serverErrorCodes = []string{"internal", "corrupt", "unavailable", "shutting_down"}
+var serverErrorCodes = []string{"internal", "corrupt", "unavailable", "shutting_down", "insufficient_storage", "overloaded", "not_ready", "store_failed"}
 
 // latencyBuckets span 100µs (a local memory read) to 5s (the request
 // timeout) so p50 through p99 of every operation fall inside a bucket.
@@ -44,6 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		GetDuration:    hist("blocks_get_duration", "GET operation latency in seconds."),
 		DeleteDuration: hist("blocks_delete_duration", "DELETE operation latency in seconds."),
 		FutureVersions: counter("blocks_future_versions_refused_total", "Versions from peers refused for being more than MaxClockOffset ahead of this node's clock."),
+		BatchesRefused: counter("blocks_internal_batches_refused_total", "Internal batches refused with 503 because MaxInflightBatchBytes of batch bodies were being read already."),
 	}
 	// Series exist from the start at zero: a counter born at its first
 	// error would hide that error from rate() and the SLO burn rates.
@@ -54,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Put, m.Get, m.Delete, m.InternalPut, m.InternalDelete, m.Health,
-			m.Errors, m.PutDuration, m.GetDuration, m.DeleteDuration, m.FutureVersions)
+			m.Errors, m.PutDuration, m.GetDuration, m.DeleteDuration, m.FutureVersions, m.BatchesRefused)
 	}
 	return m
 }

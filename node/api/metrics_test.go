@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/goblocks/goblocks/node/auth"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/replication"
@@ -91,7 +92,7 @@ func TestRequestMetrics(t *testing.T) {
 		h := http.Header{}
 		meta := storage.Meta{Version: hlc.Version{Timestamp: 5, Node: "n2"}, Checksum: storage.Checksum(data), Tombstone: tomb}
 		wire.SetRecordHeaders(h, meta)
-		out := map[string]string{"Authorization": "Bearer tok"}
+		out := map[string]string{"Authorization": "Bearer tok-0123456789abcdef"}
 		for k := range h {
 			out[k] = h.Get(k)
 		}
@@ -149,7 +150,7 @@ func TestRequestMetrics(t *testing.T) {
 			wantCounts: map[string]float64{"internalput": 1}},
 		{name: "internal put checksum", method: "PUT", path: "/internal/block/a", body: bytes.Repeat([]byte{8}, 4096), header: internalHeaders(block, false), wantStatus: 400,
 			wantCounts: map[string]float64{"internalput": 1}, wantError: "internalput/checksum_mismatch"},
-		{name: "internal put no headers", method: "PUT", path: "/internal/block/a", body: block, header: map[string]string{"Authorization": "Bearer tok"}, wantStatus: 400,
+		{name: "internal put no headers", method: "PUT", path: "/internal/block/a", body: block, header: map[string]string{"Authorization": "Bearer tok-0123456789abcdef"}, wantStatus: 400,
 			wantCounts: map[string]float64{"internalput": 1}, wantError: "internalput/malformed"},
 		{name: "internal put no token", method: "PUT", path: "/internal/block/a", body: block, wantStatus: 401,
 			wantCounts: map[string]float64{}, wantError: "internal/unauthorized"},
@@ -160,7 +161,7 @@ func TestRequestMetrics(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := NewMetrics(prometheus.NewRegistry())
-			opts := Options{Self: "n1", BlockSize: 4096, Token: "tok", Coordinator: fakeCoordinator{tc.coordErr},
+			opts := Options{Self: "n1", BlockSize: 4096, Token: auth.NewToken("tok-0123456789abcdef"), Coordinator: fakeCoordinator{tc.coordErr},
 				Local: memory.New(), Metrics: m}
 			if tc.notReady {
 				opts.Ready = func() error { return fmt.Errorf("%w: no ZooKeeper session", replication.ErrUnavailable) }
@@ -201,7 +202,8 @@ func TestRequestMetrics(t *testing.T) {
 // A batch counts each record as the single-record endpoints would.
 func TestBatchApplyCountsRecords(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
-	h := NewHandler(Options{Self: "n1", BlockSize: 4096, Coordinator: fakeCoordinator{}, Local: memory.New(), Metrics: m})
+	tok := auth.NewToken("tok-0123456789abcdef")
+	h := NewHandler(Options{Self: "n1", BlockSize: 4096, Coordinator: fakeCoordinator{}, Local: memory.New(), Metrics: m, Token: tok})
 	var body bytes.Buffer
 	enc := wire.NewEncoder(&body)
 	data := bytes.Repeat([]byte{1}, 4096)
@@ -213,7 +215,9 @@ func TestBatchApplyCountsRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("POST", wire.PathBatchApply, &body))
+	req := httptest.NewRequest("POST", wire.PathBatchApply, &body)
+	tok.Authorize(req.Header)
+	h.ServeHTTP(rec, req)
 	if rec.Code != 200 {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}

@@ -6,7 +6,7 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -21,11 +21,14 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/semaphore"
 
+	"github.com/goblocks/goblocks/node/auth"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/telemetry"
+	"github.com/goblocks/goblocks/node/wire"
 )
 
 // Coordinator runs client requests across replicas (replication.Coordinator).
@@ -37,9 +40,13 @@ type Coordinator interface {
 
 // Options wire a Server.
 type Options struct {
-	Self        string
-	BlockSize   int
-	Token       string // required on /internal/* when set
+	Self      string
+	BlockSize int
+	// Token guards /internal/*: every internal request must carry it. Nil
+	// or not yet known refuses them all.
+	Token *auth.Token
+	// AdminToken, when non-nil, guards /admin/* and /metrics.
+	AdminToken  *auth.Token
 	Coordinator Coordinator
 	Local       storage.Engine // this node's copies, for /internal/*
 	Clock       *hlc.Clock     // observes versions that arrive from peers
@@ -59,11 +66,29 @@ type Options struct {
 	// Tracing, when non-nil, gives every request a server span joined to
 	// the caller's trace (W3C traceparent).
 	Tracing *telemetry.Tracing
+	// MaxInflightBatchBytes caps the internal batch bodies read at once
+	// (default 32 MiB); past it batches get 503.
+	MaxInflightBatchBytes int64
+	// Conditions, when set, lists what an operator should know about the
+	// node; /health reports them, and answers 503 if one is Unavailable.
+	Conditions func() []Condition
+}
+
+// Condition is one thing /health reports beside the node's readiness.
+type Condition struct {
+	// Code is stable and machine-readable (disk_full, corrupt_store, ...).
+	Code string `json:"code"`
+	// Message says what is wrong and what to do.
+	Message string `json:"message"`
+	// Unavailable makes /health answer 503: the node cannot do part of
+	// its job (e.g. take writes) and load balancers should avoid it.
+	Unavailable bool `json:"unavailable"`
 }
 
 type server struct {
-	o     Options
-	guard *versionGuard
+	o          Options
+	guard      *versionGuard
+	batchBytes *semaphore.Weighted
 }
 
 // NewHandler returns the node's HTTP handler.
@@ -74,7 +99,10 @@ func NewHandler(o Options) http.Handler {
 	if o.Gatherer == nil {
 		o.Gatherer = prometheus.NewRegistry()
 	}
-	s := &server{o: o}
+	if o.MaxInflightBatchBytes <= 0 {
+		o.MaxInflightBatchBytes = 32 << 20
+	}
+	s := &server{o: o, batchBytes: semaphore.NewWeighted(max(o.MaxInflightBatchBytes, wire.MaxBatchBody(o.BlockSize)))}
 	if o.Clock != nil {
 		s.guard = newVersionGuard(o.Clock, o.Metrics.FutureVersions, o.Logger)
 	}
@@ -87,6 +115,9 @@ func NewHandler(o Options) http.Handler {
 		r.Use(s.traced()...)
 	}
 	r.Use(s.requestLog)
+	if o.AdminToken != nil {
+		r.Use(s.requireAdmin)
+	}
 
 	// Each path is registered once and dispatches on the method itself:
 	// mux's own method matching answers 404 instead of 405 once another
@@ -278,21 +309,40 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 			"versions from %d peer(s) were up to %s ahead of this node's clock in the last minute and were refused: if several peers are ahead, this node's clock is behind",
 			len(body.ClockSkew.Peers), body.ClockSkew.MaxAhead))
 	}
-	if err := s.ready(); err != nil {
-		body.Status, body.Error = "unavailable", err.Error()
-		writeJSON(w, http.StatusServiceUnavailable, body)
-		return
+	status := http.StatusOK
+	if s.o.Conditions != nil {
+		body.Conditions = s.o.Conditions()
+		for _, c := range body.Conditions {
+			if c.Unavailable {
+				body.Status, status = "degraded", http.StatusServiceUnavailable
+				body.Error = joinReason(body.Error, c.Message)
+			} else if body.Status == "ok" {
+				body.Status = c.Code // e.g. rebuilding
+			}
+		}
 	}
-	writeJSON(w, http.StatusOK, body)
+	if err := s.ready(); err != nil {
+		body.Status, status = "unavailable", http.StatusServiceUnavailable
+		body.Error = joinReason(err.Error(), body.Error)
+	}
+	writeJSON(w, status, body)
+}
+
+func joinReason(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + "; " + b
 }
 
 // healthBody is the JSON of /health.
 type healthBody struct {
-	Status    string   `json:"status"`
-	Node      string   `json:"node"`
-	Error     string   `json:"error,omitempty"`
-	Warnings  []string `json:"warnings,omitempty"`
-	ClockSkew *skew    `json:"clock_skew,omitempty"`
+	Status     string      `json:"status"`
+	Node       string      `json:"node"`
+	Error      string      `json:"error,omitempty"`
+	Warnings   []string    `json:"warnings,omitempty"`
+	Conditions []Condition `json:"conditions,omitempty"`
+	ClockSkew  *skew       `json:"clock_skew,omitempty"`
 }
 
 func (s *server) ready() error {
@@ -302,18 +352,34 @@ func (s *server) ready() error {
 	return s.o.Ready()
 }
 
-// requireToken guards /internal/*: with a cluster token configured, only
-// peers that present it may write or read replica copies directly.
+// requireToken guards /internal/*: only peers that present the cluster
+// token may write or read replica copies directly.
 func (s *server) requireToken(next http.Handler) http.Handler {
-	if s.o.Token == "" {
-		return next
-	}
-	want := []byte("Bearer " + s.o.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			s.fail(w, r, "internal", ErrUnauthorized)
+		if err := s.o.Token.Check(r.Header); err != nil {
+			s.fail(w, r, "internal", authError(err))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// requireAdmin guards /admin/* and /metrics with the admin token.
+func (s *server) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == "/metrics" || strings.HasPrefix(p, "/admin/") {
+			if err := s.o.AdminToken.Check(r.Header); err != nil {
+				s.fail(w, r, "admin", authError(err))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func authError(err error) error {
+	if errors.Is(err, auth.ErrNotReady) {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnauthorized, err)
 }

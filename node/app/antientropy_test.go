@@ -130,7 +130,7 @@ func TestAntiEntropyRepairsADivergedReplica(t *testing.T) {
 
 // Bad anti-entropy requests get a 4xx JSON error and change nothing.
 func TestAntiEntropyEndpointsRejectBadInput(t *testing.T) {
-	c := startCluster(t, 3, clusterOpts{token: "s3cret", storage: "memory"})
+	c := startCluster(t, 3, clusterOpts{token: "s3cret-cluster-token", storage: "memory"})
 	version, err := c.put(0, "keep", randomBlock(t))
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestAntiEntropyEndpointsRejectBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	ringID := antientropy.RingID(r, 3)
-	auth := []string{"Authorization", "Bearer s3cret"}
+	auth := []string{"Authorization", "Bearer s3cret-cluster-token"}
 	ids := func(v any) []byte {
 		b, err := json.Marshal(v)
 		if err != nil {

@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/goblocks/goblocks/node/antientropy"
 	"github.com/goblocks/goblocks/node/api"
+	"github.com/goblocks/goblocks/node/auth"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hints"
 	"github.com/goblocks/goblocks/node/hlc"
@@ -29,6 +30,7 @@ import (
 	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/storage/diskguard"
 	"github.com/goblocks/goblocks/node/storage/memory"
 	"github.com/goblocks/goblocks/node/storage/pebble"
 	"github.com/goblocks/goblocks/node/telemetry"
@@ -48,19 +50,31 @@ type Node struct {
 	tracing  *telemetry.Tracing // nil: tracing off
 	hints    *hints.Hints       // nil: HintWindow 0
 	hintsDB  storage.Engine
-	ae       *antientropy.Runner // nil: AntiEntropyInterval 0
+	ae       *antientropy.Runner // nil: AntiEntropyInterval 0 and not rebuilding
+	disk     *diskguard.Guard    // nil: memory storage
+	// rebuilding is set while a store that could not be opened is being
+	// refilled from the peers (RebuildCorruptStore).
+	rebuilding atomic.Bool
+	movedAside string // where the unreadable store was moved
+	// readOnly: the disk was too full to open the store for writing.
+	readOnly   bool
+	clusterTok *auth.Token
+	zkInvalid  prometheus.Counter
 	// ZooKeeper mode only:
 	store  *zkstore.Store
 	driver *migration.Driver
 
 	kill     chan struct{}
 	killOnce sync.Once
+	// fatal carries the error that stops a node from within (its store
+	// failed); buffered, only the first is kept.
+	fatal chan error
 }
 
 // New builds a node from cfg. If ln is nil it listens on cfg.Port. Nothing
 // runs until Run.
 func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) {
-	n := &Node{cfg: cfg, log: log.Hook(telemetry.TraceHook{}).With().Str("node", cfg.ReplicaName).Logger(), kill: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log.Hook(telemetry.TraceHook{}).With().Str("node", cfg.ReplicaName).Logger(), kill: make(chan struct{}), fatal: make(chan error, 1)}
 	var err error
 	n.tracing, err = telemetry.NewTracing(context.Background(), telemetry.TracingOptions{
 		URL: cfg.TracesURL(), Protocol: cfg.OTLPProtocol, ServiceName: cfg.ServiceName,
@@ -69,28 +83,21 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	if err != nil {
 		return nil, err
 	}
-	if n.engine, err = openEngine(cfg, cfg.DataDir, n.log); err != nil {
+	if err := n.openStores(); err != nil {
 		_ = n.tracing.Shutdown(context.Background())
 		return nil, err
-	}
-	if cfg.HintWindow > 0 {
-		// Hints live in an engine of their own so that scans by migration
-		// and GC never meet them.
-		if n.hintsDB, err = openEngine(cfg, filepath.Join(cfg.DataDir, "hints"), n.log); err != nil {
-			n.engine.Close()
-			_ = n.tracing.Shutdown(context.Background())
-			return nil, err
-		}
 	}
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "blocks_stored_count", Help: "Current number of blocks stored on this node (owned and stale, tombstones excluded).",
 	}, func() float64 { return float64(n.engine.Count()) }))
+	n.registerHealthMetrics()
 
 	clock := hlc.NewClock(nil, cfg.MaxClockOffset)
 	n.seedClock(clock)
-	peerOpts := transport.Options{Token: cfg.ClusterToken, MaxBlockSize: cfg.BlockSize}
+	n.clusterTok = auth.NewToken(cfg.ClusterToken)
+	peerOpts := transport.Options{Token: n.clusterTok, MaxBlockSize: cfg.BlockSize}
 	if n.tracing != nil {
 		peerOpts.Propagator = n.tracing.Propagator
 	}
@@ -139,7 +146,7 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	} else if err := n.zkMembership(); err != nil {
 		return fail(err)
 	}
-	if cfg.AntiEntropyInterval > 0 {
+	if cfg.AntiEntropyInterval > 0 || n.rebuilding.Load() {
 		n.ae = antientropy.NewRunner(antientropy.Options{
 			Self:     cfg.ReplicaName,
 			Engine:   n.engine,
@@ -152,20 +159,25 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 		})
 	}
 	opts := api.Options{
-		Self:        cfg.ReplicaName,
-		BlockSize:   cfg.BlockSize,
-		Token:       cfg.ClusterToken,
-		Coordinator: timeoutCoordinator{n.coord, cfg.RequestTimeout},
-		Local:       n.engine,
-		Clock:       clock,
-		Metrics:     api.NewMetrics(n.registry),
-		Gatherer:    n.registry,
-		Logger:      n.log,
-		Extra:       n.adminRoutes,
-		Tracing:     n.tracing,
+		Self:                  cfg.ReplicaName,
+		BlockSize:             cfg.BlockSize,
+		Token:                 n.clusterTok,
+		MaxInflightBatchBytes: cfg.MaxInflightBatchBytes,
+		Conditions:            n.conditions,
+		Coordinator:           timeoutCoordinator{n.coord, cfg.RequestTimeout},
+		Local:                 n.engine,
+		Clock:                 clock,
+		Metrics:               api.NewMetrics(n.registry),
+		Gatherer:              n.registry,
+		Logger:                n.log,
+		Extra:                 n.adminRoutes,
+		Tracing:               n.tracing,
 		// Served even with anti-entropy off here, so peers that run it
 		// can compare with this node.
 		AntiEntropy: &antientropy.Local{Self: cfg.ReplicaName, Engine: n.engine, View: n.antiEntropyView},
+	}
+	if cfg.AdminToken != "" {
+		opts.AdminToken = auth.NewToken(cfg.AdminToken)
 	}
 	if n.driver != nil {
 		opts.Ready = n.driver.Ready
@@ -180,18 +192,20 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 			return fail(fmt.Errorf("listen: %w", err))
 		}
 	}
-	n.listener = ln
+	limited := api.NewConnLimiter(ln, cfg.MaxConnections, n.registry)
+	n.listener = limited
 	n.server = api.NewServer(ln.Addr().String(), handler)
+	n.server.ConnState = limited.ConnState
 	return n, nil
 }
 
-func openEngine(cfg config.Config, dir string, log zerolog.Logger) (storage.Engine, error) {
+func openEngine(cfg config.Config, dir string, opts pebble.Options, log zerolog.Logger) (storage.Engine, error) {
 	if cfg.Storage == "memory" {
 		return memory.New(), nil
 	}
-	opts := pebble.Options{Logf: func(format string, args ...any) {
+	opts.Logf = func(format string, args ...any) {
 		log.Info().Str("component", "pebble").Str("dir", dir).Msgf(format, args...)
-	}}
+	}
 	e, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open storage in %s: %w", dir, err)
@@ -278,12 +292,21 @@ func (n *Node) staticMembership() error {
 func (n *Node) zkMembership() error {
 	self := membership.Member{Name: n.cfg.ReplicaName, Addr: n.cfg.AdvertiseAddress(), VNodes: n.cfg.VNodes}
 	metrics := migration.NewMetrics(n.registry)
+	var shared func(string)
+	if n.cfg.ClusterToken == "" {
+		// Validate allows this only with ZKAuth: the token znode is then
+		// readable with the cluster's ZooKeeper credentials only.
+		shared = n.clusterTok.Set
+	}
 	store, err := zkstore.New(zkstore.Options{
+		SharedToken:    shared,
 		Servers:        strings.Split(n.cfg.ZKAddress, ","),
 		Root:           n.cfg.ZKRoot,
 		SessionTimeout: n.cfg.ZKSessionTimeout,
 		Self:           self,
 		Logger:         n.log,
+		Auth:           n.cfg.ZKAuth,
+		OnInvalid:      func(string) { n.zkInvalid.Inc() },
 		OnSessionState: func(connected bool) {
 			metrics.SessionTransitions.Inc()
 			if connected {
@@ -348,6 +371,14 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.run(ctx, true)
 }
 
+// fail stops the node with err, without a graceful leave.
+func (n *Node) fail(err error) {
+	select {
+	case n.fatal <- err:
+	default:
+	}
+}
+
 // Kill makes Run return as if the process had been killed, as far as the
 // cluster can tell: no leave is announced and its session ends at once.
 // Used by tests of node failure.
@@ -356,30 +387,15 @@ func (n *Node) Kill() { n.killOnce.Do(func() { close(n.kill) }) }
 func (n *Node) run(ctx context.Context, graceful bool) error {
 	errc := make(chan error, 1)
 	go func() { errc <- n.server.Serve(n.listener) }()
-	driverCtx, stopDriver := context.WithCancel(context.Background())
-	driverDone := make(chan struct{})
-	if n.driver != nil {
-		go func() { defer close(driverDone); _ = n.driver.Run(driverCtx) }()
-	} else {
-		close(driverDone)
-	}
-	hintsDone := make(chan struct{})
-	if n.hints != nil {
-		go func() { defer close(hintsDone); _ = n.hints.Run(driverCtx) }()
-	} else {
-		close(hintsDone)
-	}
-	aeDone := make(chan struct{})
-	if n.ae != nil {
-		go func() { defer close(aeDone); _ = n.ae.Run(driverCtx) }()
-	} else {
-		close(aeDone)
-	}
+	bgCtx, stopBackground := context.WithCancel(context.Background())
+	bg := n.startBackground(bgCtx)
 	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.cfg.AdvertiseAddress()).Msg("node serving")
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case <-n.kill:
+		graceful = false
+	case serveErr = <-n.fatal:
 		graceful = false
 	case serveErr = <-errc:
 	}
@@ -392,10 +408,8 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 		}
 		cancel()
 	}
-	stopDriver()
-	<-driverDone
-	<-hintsDone
-	<-aeDone
+	stopBackground()
+	serveErr = errors.Join(serveErr, bg.wait())
 	if n.store != nil {
 		n.store.Close() // ephemeral znodes go now, not after the session timeout
 	}

@@ -21,14 +21,14 @@ import (
 // version more than MaxClockOffset ahead of the receiver's clock: nothing
 // changes, the refusal is counted and /health names the peer.
 func TestForgedFutureVersionsRefused(t *testing.T) {
-	c := startCluster(t, 3, clusterOpts{token: "s3cret"})
+	c := startCluster(t, 3, clusterOpts{token: "s3cret-cluster-token"})
 	orig := randomBlock(t)
 	version, err := c.put(0, "keep", orig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.waitVersion(t, "keep", version)
-	auth := []string{"Authorization", "Bearer s3cret"}
+	auth := []string{"Authorization", "Bearer s3cret-cluster-token"}
 	forged := randomBlock(t)
 	for _, v := range []hlc.Version{
 		{Timestamp: ^hlc.Timestamp(0), Node: "~x"},

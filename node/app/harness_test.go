@@ -41,8 +41,11 @@ type clusterOpts struct {
 	token   string
 	// zk, when set, makes the nodes use ZooKeeper membership instead of a
 	// static peer list.
-	zk       *zktest.Server
-	zkRoot   string
+	zk     *zktest.Server
+	zkRoot string
+	// zkAuth is every node's ZKAuth (zk mode); with no token the nodes
+	// then share a generated cluster token through ZooKeeper.
+	zkAuth   string
 	grace    time.Duration // StaleGracePeriod (zk mode)
 	rateBps  int64         // MigrationRateLimit
 	logLevel zerolog.Level
@@ -62,7 +65,13 @@ type clusterOpts struct {
 	// wrapHandler, when set, wraps node i's HTTP handler (fault injection:
 	// stalls, slow replica writes).
 	wrapHandler func(i int, h http.Handler) http.Handler
+	// configure, when set, adjusts node i's configuration last (a data
+	// directory on a small filesystem, a connection cap, ...).
+	configure func(i int, cfg *config.Config)
 }
+
+// testClusterToken is the cluster token of test clusters that set none.
+const testClusterToken = "test-cluster-token-0123456789"
 
 func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	t.Helper()
@@ -113,6 +122,9 @@ func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
 	cfg.DataDir = filepath.Join(c.dir, cfg.ReplicaName)
 	cfg.ReplicationFactor = c.opts.rf
 	cfg.ClusterToken = c.opts.token
+	if cfg.ClusterToken == "" && (c.opts.zk == nil || c.opts.zkAuth == "") {
+		cfg.ClusterToken = testClusterToken
+	}
 	cfg.RequestTimeout = 3 * time.Second
 	cfg.OTLPEndpoint = c.opts.tracesURL
 	if c.opts.noHints {
@@ -127,6 +139,7 @@ func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
 	if c.opts.zk != nil {
 		cfg.ZKAddress = c.opts.zk.Addr
 		cfg.ZKRoot = c.opts.zkRoot
+		cfg.ZKAuth = c.opts.zkAuth
 		cfg.ZKSessionTimeout = 1500 * time.Millisecond
 		if c.opts.sessionTimeout > 0 {
 			cfg.ZKSessionTimeout = c.opts.sessionTimeout
@@ -135,6 +148,9 @@ func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
 		cfg.GCInterval = 200 * time.Millisecond
 		cfg.LeaveTimeout = 60 * time.Second
 		cfg.MigrationRateLimit = c.opts.rateBps
+	}
+	if c.opts.configure != nil {
+		c.opts.configure(i, &cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -244,6 +260,12 @@ func (c *testCluster) do(method, url string, body []byte, hdr ...string) (int, [
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, resp.Header, err
+}
+
+// tokenHeader is the Authorization header node i's peers send: the
+// configured token, or the one it got through ZooKeeper.
+func (c *testCluster) tokenHeader(i int) []string {
+	return []string{"Authorization", "Bearer " + c.nodes[i].clusterTok.Value()}
 }
 
 func (c *testCluster) put(i int, id string, data []byte) (string, error) {

@@ -125,7 +125,7 @@ func newFlags(c *command, e Env) *flags {
 	}
 	f.StringVar(&f.nodes, "nodes", nodes, "comma-separated node addresses host:port (env GOBLOCKS_NODES)")
 	f.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "bound of one attempt on one node")
-	f.StringVar(&f.token, "token", e.getenv("ClusterToken"), "cluster token sent as a bearer token (env ClusterToken)")
+	f.StringVar(&f.token, "token", e.getenv("AdminToken"), "the nodes' AdminToken, sent as a bearer token (env AdminToken; needed by status and ring when set)")
 	f.StringVar(&f.consistency, "consistency", "", "one, quorum or all (default: the nodes' configuration)")
 	f.IntVar(&f.blockSize, "block-size", blockSize, "the cluster's block size in bytes (env BlockSize)")
 	return f

@@ -44,6 +44,7 @@ func startCluster(t *testing.T, n int) *testCluster {
 		cfg.ReplicaName = fmt.Sprintf("n%d", i)
 		cfg.ReplicaAddress = ln.Addr().String()
 		cfg.Peers = strings.Join(peers, ",")
+		cfg.ClusterToken = "cli-test-cluster-token"
 		cfg.Storage = "memory"
 		cfg.DataDir = filepath.Join(dir, cfg.ReplicaName)
 		cfg.RequestTimeout = 3 * time.Second

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/goblocks/goblocks/node/auth"
 )
 
 // Consistency is the number of replicas a request waits for.
@@ -85,8 +87,33 @@ type Config struct {
 	// be on any path (replica writes, batches, hints, repairs, transfers,
 	// anti-entropy); later ones are refused.
 	MaxClockOffset time.Duration
-	// ClusterToken, when set, is required as a bearer token on /internal/*.
+	// ClusterToken is the bearer token every /internal/* request must
+	// carry: the same secret on every node. It may be empty only with
+	// ZooKeeper membership and ZKAuth, and then the nodes share a generated
+	// token through ZooKeeper, readable only with ZKAuth's credentials.
 	ClusterToken string
+	// ZKAuth is ZooKeeper digest credentials "user:password". Every znode
+	// the node creates then carries a digest ACL for them, so clients
+	// without them can neither read nor change the cluster's state.
+	ZKAuth string
+	// AdminToken, when set, is required as a bearer token on /admin/* and
+	// /metrics.
+	AdminToken string
+	// MinFreeBytes is the free space the data directory must keep: below
+	// it the node refuses writes (507) and keeps serving reads, so a full
+	// disk degrades the node instead of crashing it.
+	MinFreeBytes int64
+	// RebuildCorruptStore lets a node whose store can no longer be opened
+	// (corrupt tables or WAL) move it aside and start empty, to be refilled
+	// from its peers. Off: the node exits with a message naming it.
+	RebuildCorruptStore bool
+	// MaxConnections caps concurrent client and peer connections; past it
+	// new connections wait in the kernel's accept queue.
+	MaxConnections int
+	// MaxInflightBatchBytes caps the bytes of internal batch bodies being
+	// read at once; past it batches are refused with 503 (the sender
+	// retries or hints).
+	MaxInflightBatchBytes int64
 	// BlockSize is the exact payload size of every block.
 	BlockSize int
 	// ReadRepairChance is the probability that a read also checks the
@@ -166,9 +193,14 @@ func Default() Config {
 		LeaveTimeout:         5 * time.Minute,
 		HintWindow:           3 * time.Hour,    // Cassandra's max_hint_window
 		AntiEntropyInterval:  10 * time.Minute, // one peer per round: 5 nodes check every pair within the hour
-		OTLPProtocol:         "grpc",
-		ServiceName:          "goblocks", // the service the original's Jaeger steps select
-		TracesExporter:       "otlp",
+		MinFreeBytes:         1 << 30,          // room for pebble's compactions and the WAL to finish what they started
+		MaxConnections:       4096,             // far above 32 clients x a few peers; bounds memory and file descriptors
+		// 64 batches of 128 blocks of 4 KiB in flight: more than a 2-core
+		// node can apply at once, far below its memory limit.
+		MaxInflightBatchBytes: 32 << 20,
+		OTLPProtocol:          "grpc",
+		ServiceName:           "goblocks", // the service the original's Jaeger steps select
+		TracesExporter:        "otlp",
 	}
 }
 
@@ -224,6 +256,33 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxClockOffset < time.Millisecond || c.MaxClockOffset > time.Hour {
 		bad("MaxClockOffset %v: want 1ms..1h", c.MaxClockOffset)
+	}
+	switch {
+	case c.ClusterToken != "":
+		if err := auth.Validate(c.ClusterToken); err != nil {
+			bad("ClusterToken: %v", err)
+		}
+	case c.Peers != "" || c.ZKAuth == "":
+		bad("ClusterToken is empty: every node must share a secret for /internal/* (set ClusterToken to the same random string on every node, e.g. `openssl rand -hex 32`, or with ZooKeeper set ZKAuth=user:password and the nodes share a generated token through ZooKeeper)")
+	}
+	if c.ZKAuth != "" {
+		if user, pass, ok := strings.Cut(c.ZKAuth, ":"); !ok || user == "" || pass == "" || strings.ContainsAny(c.ZKAuth, " \t\n") {
+			bad("ZKAuth: want user:password without spaces")
+		}
+	}
+	if c.AdminToken != "" {
+		if err := auth.Validate(c.AdminToken); err != nil {
+			bad("AdminToken: %v", err)
+		}
+	}
+	if c.MinFreeBytes < 0 {
+		bad("MinFreeBytes %d is negative", c.MinFreeBytes)
+	}
+	if c.MaxConnections < 16 {
+		bad("MaxConnections %d: want >= 16", c.MaxConnections)
+	}
+	if c.MaxInflightBatchBytes < 1<<20 {
+		bad("MaxInflightBatchBytes %d: want >= 1 MiB", c.MaxInflightBatchBytes)
 	}
 	if c.ReadRepairChance < 0 || c.ReadRepairChance > 1 {
 		bad("ReadRepairChance %v: want 0..1", c.ReadRepairChance)
@@ -377,6 +436,16 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		}
 		fs.Float64Var(p, name, *p, usage+" (env "+name+")")
 	}
+	boolean := func(p *bool, name, usage string) {
+		if v := getenv(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%w: %s=%q is not true or false", ErrInvalid, name, v))
+			}
+			*p = b
+		}
+		fs.BoolVar(p, name, *p, usage+" (env "+name+")")
+	}
 	num(&c.Port, "port", "HTTP listen port")
 	if v := getenv("PORT"); v != "" && getenv("port") == "" {
 		if n, err := strconv.Atoi(v); err == nil {
@@ -394,7 +463,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	dur(&c.StaleGracePeriod, "StaleGracePeriod", "how long moved-away copies stay readable")
 	cons(&c.ReadConsistency, "ReadConsistency", "default read consistency one|quorum|all")
 	cons(&c.WriteConsistency, "WriteConsistency", "default write consistency one|quorum|all")
-	str(&c.ClusterToken, "ClusterToken", "bearer token required on /internal/*")
+	str(&c.ClusterToken, "ClusterToken", "bearer token required on /internal/* (16-256 printable bytes; may be empty with ZKAuth)")
+	str(&c.ZKAuth, "ZKAuth", "ZooKeeper digest credentials user:password; znodes get a digest ACL")
+	str(&c.AdminToken, "AdminToken", "bearer token required on /admin/* and /metrics (empty: open)")
+	boolean(&c.RebuildCorruptStore, "RebuildCorruptStore", "move a store that cannot be opened aside and start empty, refilled from peers")
+	num(&c.MaxConnections, "MaxConnections", "cap on concurrent connections")
 	num(&c.BlockSize, "BlockSize", "exact block payload size in bytes")
 	fl(&c.ReadRepairChance, "ReadRepairChance", "probability a read checks and repairs all owners")
 	dur(&c.RequestTimeout, "RequestTimeout", "deadline of one client request")
@@ -419,6 +492,8 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		fs.Int64Var(p, name, *p, usage+" (env "+name+")")
 	}
 	i64(&c.MigrationRateLimit, "MigrationRateLimit", "outgoing migration bytes/s, 0 = unlimited")
+	i64(&c.MinFreeBytes, "MinFreeBytes", "free bytes the data directory keeps; below it writes are refused (507)")
+	i64(&c.MaxInflightBatchBytes, "MaxInflightBatchBytes", "cap on internal batch bytes read at once (503 past it)")
 	str(&c.OTLPEndpoint, "OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint base URL; unset: tracing off")
 	str(&c.OTLPTracesEndpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTLP traces URL (overrides the base endpoint)")
 	str(&c.OTLPProtocol, "OTEL_EXPORTER_OTLP_PROTOCOL", "OTLP protocol: grpc, http/protobuf or http/json")

@@ -8,8 +8,18 @@ import (
 	"time"
 )
 
+// env serves kv as the environment. Unless kv mentions ClusterToken or
+// ZKAuth (even as ""), it adds ZKAuth: every valid configuration needs one
+// of them, and the tests of other settings should not repeat it.
 func env(kv map[string]string) func(string) string {
-	return func(k string) string { return kv[k] }
+	_, tok := kv["ClusterToken"]
+	_, auth := kv["ZKAuth"]
+	return func(k string) string {
+		if k == "ZKAuth" && !tok && !auth {
+			return "goblocks:test"
+		}
+		return kv[k]
+	}
 }
 
 func TestLoadOriginalVariables(t *testing.T) {
@@ -54,6 +64,15 @@ func TestLoadRejects(t *testing.T) {
 		want string
 	}{
 		{"bad rf", map[string]string{"ReplicationFactor": "0"}, nil, "ReplicationFactor"},
+		{"no token, no zookeeper auth", map[string]string{"ClusterToken": "", "ZKAuth": ""}, nil, "ClusterToken is empty"},
+		{"static peers need a token", map[string]string{"Peers": "a=h:1", "ZKAuth": "u:p"}, nil, "ClusterToken is empty"},
+		{"short token", map[string]string{"ClusterToken": "s3cret"}, nil, "ClusterToken: token is 6 bytes"},
+		{"token with a space", map[string]string{"ClusterToken": "0123456789 abcdefgh"}, nil, "printable"},
+		{"zookeeper auth without password", map[string]string{"ZKAuth": "goblocks:"}, nil, "ZKAuth"},
+		{"short admin token", map[string]string{"AdminToken": "admin"}, nil, "AdminToken"},
+		{"negative free space", map[string]string{"MinFreeBytes": "-1"}, nil, "MinFreeBytes"},
+		{"tiny connection cap", map[string]string{"MaxConnections": "2"}, nil, "MaxConnections"},
+		{"rebuild not a bool", map[string]string{"RebuildCorruptStore": "yes please"}, nil, "not true or false"},
 		{"rf not a number", map[string]string{"ReplicationFactor": "three"}, nil, "not an integer"},
 		{"bad storage", nil, []string{"-Storage", "rocks"}, "Storage"},
 		{"bad grace", map[string]string{"StaleGracePeriod": "5 minutes"}, nil, "duration"},

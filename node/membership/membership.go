@@ -7,7 +7,10 @@ package membership
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"sort"
+	"strings"
 )
 
 // Sentinel errors of Store implementations.
@@ -131,4 +134,77 @@ func SameRing(a, b []Member) bool {
 		}
 	}
 	return true
+}
+
+// Limits of what a member record may hold; anything beyond is not a record
+// a goblocks node wrote.
+const (
+	maxNameLen = 255
+	maxVNodes  = 4096
+	maxMembers = 4096
+)
+
+// Validate checks a member record read from the coordination store, which
+// anyone holding its credentials (or none, without ACLs) can write.
+func (m Member) Validate() error {
+	if m.Name == "" || len(m.Name) > maxNameLen || strings.ContainsAny(m.Name, "/ \t\n") {
+		return fmt.Errorf("member name %q: want 1-%d characters without '/' or spaces", m.Name, maxNameLen)
+	}
+	if _, _, err := net.SplitHostPort(m.Addr); err != nil {
+		return fmt.Errorf("member %s: address %q: %v", m.Name, m.Addr, err)
+	}
+	if m.VNodes < 1 || m.VNodes > maxVNodes {
+		return fmt.Errorf("member %s: vnodes %d: want 1-%d", m.Name, m.VNodes, maxVNodes)
+	}
+	return nil
+}
+
+func validateMembers(what string, ms []Member) error {
+	if len(ms) > maxMembers {
+		return fmt.Errorf("%s lists %d members: at most %d", what, len(ms), maxMembers)
+	}
+	seen := make(map[string]bool, len(ms))
+	for _, m := range ms {
+		if err := m.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if seen[m.Name] {
+			return fmt.Errorf("%s lists %s twice", what, m.Name)
+		}
+		seen[m.Name] = true
+	}
+	return nil
+}
+
+// Validate checks a committed ring read from the coordination store.
+func (r RingState) Validate() error {
+	if r.Epoch < 0 {
+		return fmt.Errorf("ring epoch %d is negative", r.Epoch)
+	}
+	if len(r.Members) == 0 {
+		return errors.New("ring has no members")
+	}
+	return validateMembers("ring", r.Members)
+}
+
+// Validate checks a migration barrier read from the coordination store.
+func (b Barrier) Validate() error {
+	if b.ID == "" || len(b.ID) > maxNameLen {
+		return fmt.Errorf("barrier id %q: want 1-%d characters", b.ID, maxNameLen)
+	}
+	if b.FromEpoch < 0 {
+		return fmt.Errorf("barrier from_epoch %d is negative", b.FromEpoch)
+	}
+	if err := validateMembers("barrier target", b.Target); err != nil {
+		return err
+	}
+	if len(b.Participants) > maxMembers {
+		return fmt.Errorf("barrier lists %d participants: at most %d", len(b.Participants), maxMembers)
+	}
+	for _, p := range b.Participants {
+		if p == "" || len(p) > maxNameLen {
+			return fmt.Errorf("barrier participant %q: want 1-%d characters", p, maxNameLen)
+		}
+	}
+	return nil
 }

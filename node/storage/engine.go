@@ -12,6 +12,7 @@ import (
 // I/O; a method that returns nil error has made its change durable (the
 // pebble engine syncs its WAL, grouping concurrent commits into one sync).
 // Slices passed in are not retained; slices returned belong to the caller.
+// Any method may fail with an error wrapping ErrFailed (see there).
 type Engine interface {
 	// Get returns the record for id: ErrNotFound if none, an error
 	// wrapping ErrCorrupt if its checksum does not match.
@@ -56,3 +57,41 @@ func NewRecord(data []byte, v hlc.Version) Record {
 func NewTombstone(v hlc.Version) Record {
 	return Record{Version: v, Checksum: Checksum(nil), Tombstone: true}
 }
+
+// HealthReporter is implemented by engines that can degrade while they run
+// (the pebble engine; the memory engine cannot). Health is safe for
+// concurrent use, never blocks on I/O, and works after Close.
+type HealthReporter interface {
+	Health() Health
+}
+
+// Health is an engine's account of faults it found on its own, for the
+// node's /health endpoint and metrics. The zero value is a healthy engine.
+type Health struct {
+	// Failed is set once the engine refuses all operations with ErrFailed
+	// (see there). The node should stop serving from this store and
+	// restart; FailedReason and FailedAt describe the first fault.
+	Failed       bool
+	FailedReason string
+	FailedAt     time.Time
+	// Corrupt is set once the engine found damage in its files that it
+	// cannot repair itself: a block that fails its checksum inside the
+	// LSM. Reads of intact records still work and single records can be
+	// overwritten, but the damaged file can never be compacted away, so
+	// the node should rebuild this store from its replicas.
+	Corrupt       bool
+	CorruptReason string
+	CorruptAt     time.Time
+	// BackgroundErrors counts failed background jobs (flushes and
+	// compactions) since the engine opened; the last one is described by
+	// LastBackgroundError and LastBackgroundErrorAt. A count that keeps
+	// growing means the engine cannot keep its files in shape (a full
+	// disk, say) even if no request has failed yet.
+	BackgroundErrors      uint64
+	LastBackgroundError   string
+	LastBackgroundErrorAt time.Time
+}
+
+// OK reports whether the engine is fit to serve: neither failed nor
+// corrupt. Background errors alone do not make it unfit: pebble retries.
+func (h Health) OK() bool { return !h.Failed && !h.Corrupt }

@@ -20,6 +20,15 @@ var (
 	ErrCorrupt = errors.New("storage: corrupt record")
 	// ErrClosed: the engine has been closed.
 	ErrClosed = errors.New("storage: closed")
+	// ErrFailed: the engine cannot carry out the operation because of a
+	// fault it cannot recover from while running. After a failed WAL
+	// write (a full disk, say) it refuses every operation, reads included,
+	// since its memory may hold writes that never reached the disk;
+	// reopening the store (restarting the process) recovers every
+	// acknowledged write. A corrupt store refuses writes once they would
+	// stall. Health says which; the operation may or may not have
+	// happened.
+	ErrFailed = errors.New("storage: engine failed")
 	// ErrZeroVersion: a record without a version. Every write is versioned
 	// by its coordinator; a version-0 record would lose to anything and
 	// make last-writer-wins meaningless, so engines refuse it.

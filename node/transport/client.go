@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/goblocks/goblocks/node/auth"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
@@ -29,8 +30,8 @@ var ErrRemote = errors.New("transport: peer error")
 
 // Options configure a Client.
 type Options struct {
-	// Token is sent as "Authorization: Bearer <Token>" when set.
-	Token string
+	// Token is sent as "Authorization: Bearer <Token>" once it is known.
+	Token *auth.Token
 	// MaxBlockSize bounds the payload read from a peer.
 	MaxBlockSize int
 	// Propagator, when set, carries the caller's trace to the peer. Calls
@@ -44,7 +45,7 @@ type Options struct {
 // use and keeps connections open between calls.
 type Client struct {
 	http  *http.Client
-	token string
+	token *auth.Token
 	max   int
 	prop  propagation.TextMapPropagator
 
@@ -70,12 +71,15 @@ func NewClient(o Options) *Client {
 	}
 	c := &Client{http: &http.Client{Transport: tr}, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator}
 	c.pipes.closing = make(chan struct{})
+	c.pipes.idle = pipelineIdle
 	c.closingCtx, c.closeCtx = context.WithCancel(context.Background())
 	return c
 }
 
-// Close stops the write and read multiplexers (queued calls fail), waits
-// for their requests, and drops idle connections.
+// Close stops the write and read multiplexers and drops idle connections.
+// Calls not yet sent, and calls made after Close, fail with an error
+// saying the client is closed; batch requests in flight are cancelled.
+// Close returns once every goroutine the client started has exited.
 func (c *Client) Close() {
 	c.pipes.mu.Lock()
 	if !c.pipes.closed {
@@ -96,9 +100,7 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 	if c.prop != nil {
 		c.prop.Inject(req.Context(), propagation.HeaderCarrier(req.Header))
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
+	c.token.Authorize(req.Header)
 	return c.http.Do(req)
 }
 

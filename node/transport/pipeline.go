@@ -17,13 +17,24 @@ import (
 // next one fills up. An idle peer gets a batch of one immediately (no
 // added latency); a busy one gets one request and one fsync per batch
 // instead of one per record.
+//
+// Ownership of a call passes from submit to the pipeline at the send on
+// queue, which is unbuffered: once that send completes, run holds the call
+// and answers it exactly once on call.done; until then the submitter holds
+// it. With a buffer, a call could sit in a queue whose goroutine had already
+// decided to retire or stop, answered by nobody.
 type pipeline struct {
-	c     *Client
-	addr  string
+	c   *Client
+	key pipeKey
+	// queue hands calls to run. Submitters waiting on it while every slot
+	// is busy are what the next batch collects.
 	queue chan *call
+	// gone is closed, under pipes.mu and together with the removal from
+	// pipes.byPeer, when run stops taking calls (retired or client
+	// closed): a submitter that has not handed its call over starts again.
+	gone chan struct{}
 	// slots bounds concurrent batch requests to the peer.
 	slots chan struct{}
-	apply bool
 }
 
 type call struct {
@@ -52,13 +63,18 @@ type pipeKey struct {
 type pipelines struct {
 	mu      sync.Mutex
 	byPeer  map[pipeKey]*pipeline
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // run goroutines and the batches they send
 	closing chan struct{}
 	closed  bool
+	// idle is how long a pipeline waits for a call before it retires
+	// (pipelineIdle; tests shorten it).
+	idle time.Duration
 }
 
 var errClientClosed = errors.New("transport: client closed")
 
+// pipelineFor returns the running pipeline to addr, starting one if there
+// is none.
 func (c *Client) pipelineFor(addr string, apply bool) (*pipeline, error) {
 	c.pipes.mu.Lock()
 	defer c.pipes.mu.Unlock()
@@ -69,7 +85,7 @@ func (c *Client) pipelineFor(addr string, apply bool) (*pipeline, error) {
 	if p := c.pipes.byPeer[k]; p != nil {
 		return p, nil
 	}
-	p := &pipeline{c: c, addr: addr, queue: make(chan *call, 1024), slots: make(chan struct{}, pipelineDepth), apply: apply}
+	p := &pipeline{c: c, key: k, queue: make(chan *call), gone: make(chan struct{}), slots: make(chan struct{}, pipelineDepth)}
 	if c.pipes.byPeer == nil {
 		c.pipes.byPeer = map[pipeKey]*pipeline{}
 	}
@@ -79,37 +95,44 @@ func (c *Client) pipelineFor(addr string, apply bool) (*pipeline, error) {
 	return p, nil
 }
 
-// submit queues a call and waits for its result.
+// submit hands a call to the peer's pipeline and waits for its result.
 func (c *Client) submit(ctx context.Context, addr string, apply bool, cl *call) (callResult, error) {
-	p, err := c.pipelineFor(addr, apply)
-	if err != nil {
-		return callResult{}, err
-	}
 	cl.ctx, cl.done = ctx, make(chan callResult, 1)
-	select {
-	case p.queue <- cl:
-	case <-ctx.Done():
-		return callResult{}, ctx.Err()
+	for handed := false; !handed; {
+		p, err := c.pipelineFor(addr, apply)
+		if err != nil {
+			return callResult{}, err
+		}
+		select {
+		case p.queue <- cl:
+			handed = true
+		case <-p.gone:
+			// Retired or stopped before taking the call: the next
+			// pipelineFor starts a new pipeline or reports the close.
+		case <-ctx.Done():
+			return callResult{}, ctx.Err()
+		}
 	}
 	select {
 	case r := <-cl.done:
 		return r, r.err
 	case <-ctx.Done():
+		// The pipeline still answers into cl.done (buffered); nobody reads it.
 		return callResult{}, ctx.Err()
 	}
 }
 
 func (p *pipeline) run() {
 	defer p.c.pipes.wg.Done()
-	idle := time.NewTimer(pipelineIdle)
+	idle := time.NewTimer(p.c.pipes.idle)
 	defer idle.Stop()
 	for {
-		// Take a slot first: while every slot is busy the queue fills, and
-		// the next batch leaves with everything that accumulated.
+		// Take a slot first: while every slot is busy, submitters wait on
+		// the queue, and the next batch leaves with all of them.
 		select {
 		case p.slots <- struct{}{}:
 		case <-p.c.pipes.closing:
-			p.failQueued()
+			p.stop()
 			return
 		}
 		var batch []*call
@@ -117,14 +140,14 @@ func (p *pipeline) run() {
 		case first := <-p.queue:
 			batch = append(batch, first)
 		case <-idle.C:
+			<-p.slots
 			if p.retire() {
 				return
 			}
-			<-p.slots
-			idle.Reset(pipelineIdle)
+			idle.Reset(p.c.pipes.idle)
 			continue
 		case <-p.c.pipes.closing:
-			p.failQueued()
+			p.stop()
 			return
 		}
 	fill:
@@ -136,7 +159,7 @@ func (p *pipeline) run() {
 				break fill
 			}
 		}
-		idle.Reset(pipelineIdle)
+		idle.Reset(p.c.pipes.idle)
 		p.c.pipes.wg.Add(1)
 		go func() {
 			defer p.c.pipes.wg.Done()
@@ -146,29 +169,42 @@ func (p *pipeline) run() {
 	}
 }
 
-// retire removes an idle pipeline unless a call raced in.
+// retire stops an idle pipeline, unless batches it sent are still in
+// flight (a successor would exceed pipelineDepth to the peer). A call
+// racing with it either was taken before (and the pipeline is not idle) or
+// sees gone and goes to a new pipeline.
 func (p *pipeline) retire() bool {
 	p.c.pipes.mu.Lock()
 	defer p.c.pipes.mu.Unlock()
-	if len(p.queue) > 0 {
+	if len(p.slots) > 0 {
 		return false
 	}
-	delete(p.c.pipes.byPeer, pipeKey{p.addr, p.apply})
+	p.removeLocked()
 	return true
 }
 
-func (p *pipeline) failQueued() {
-	for {
-		select {
-		case cl := <-p.queue:
-			cl.done <- callResult{err: errClientClosed}
-		default:
-			return
-		}
+// stop ends the pipeline when the client closes.
+func (p *pipeline) stop() {
+	p.c.pipes.mu.Lock()
+	defer p.c.pipes.mu.Unlock()
+	p.removeLocked()
+}
+
+func (p *pipeline) removeLocked() {
+	if p.c.pipes.byPeer[p.key] == p {
+		delete(p.c.pipes.byPeer, p.key)
 	}
+	close(p.gone)
 }
 
 func (p *pipeline) send(batch []*call) {
+	if p.c.closingCtx.Err() != nil {
+		// Taken as the client closed (run picked the call over closing).
+		for _, cl := range batch {
+			cl.done <- callResult{err: errClientClosed}
+		}
+		return
+	}
 	// Calls whose request gave up while queued are not sent.
 	live := batch[:0]
 	deadline := time.Time{}
@@ -196,12 +232,22 @@ func (p *pipeline) send(batch []*call) {
 	defer cancel()
 	stop := context.AfterFunc(p.c.closingCtx, cancel)
 	defer stop()
-	if p.apply {
+	addr := p.key.addr
+	closedErr := func(err error) error {
+		if p.c.closingCtx.Err() != nil {
+			return fmt.Errorf("%w: %w", errClientClosed, err)
+		}
+		return err
+	}
+	if p.key.apply {
 		items := make([]storage.Item, len(live))
 		for i, cl := range live {
 			items[i] = storage.Item{ID: cl.id, Record: cl.rec}
 		}
-		results, err := p.c.ApplyBatch(ctx, p.addr, items)
+		results, err := p.c.ApplyBatch(ctx, addr, items)
+		if err != nil {
+			err = closedErr(err)
+		}
 		for i, cl := range live {
 			switch {
 			case err != nil:
@@ -218,7 +264,10 @@ func (p *pipeline) send(batch []*call) {
 	for i, cl := range live {
 		ids[i] = cl.id
 	}
-	replies, err := p.c.FetchBatch(ctx, p.addr, ids)
+	replies, err := p.c.FetchBatch(ctx, addr, ids)
+	if err != nil {
+		err = closedErr(err)
+	}
 	for i, cl := range live {
 		switch {
 		case err != nil:
@@ -226,7 +275,7 @@ func (p *pipeline) send(batch []*call) {
 		case replies[i].Status == wire.FetchAbsent:
 			cl.done <- callResult{err: storage.ErrNotFound}
 		case replies[i].Status == wire.FetchCorrupt:
-			cl.done <- callResult{err: fmt.Errorf("%w: %s reports its copy of %q unreadable", storage.ErrCorrupt, p.addr, cl.id)}
+			cl.done <- callResult{err: fmt.Errorf("%w: %s reports its copy of %q unreadable", storage.ErrCorrupt, addr, cl.id)}
 		default:
 			cl.done <- callResult{rec: replies[i].Record}
 		}

@@ -7,6 +7,13 @@
 //	ring                          the committed ring (JSON RingState)
 //	migration                     the barrier of the running round (JSON Barrier)
 //	migration/participants/<name> ephemeral, one per registered participant (JSON Participant)
+//	cluster-token                 the shared cluster token (with Auth and SharedToken only)
+//
+// With Options.Auth every znode is created with a digest ACL for those
+// credentials only: a client without them can neither read nor change the
+// cluster's state. Whatever is read is validated (see secure.go): an
+// undecodable ring or barrier is reported, naming its znode, and the last
+// good one is kept.
 package zk
 
 import (
@@ -38,6 +45,16 @@ type Options struct {
 	// OnSessionState, if set, is called on every session state change
 	// (for metrics); it must not block.
 	OnSessionState func(connected bool)
+	// Auth is ZooKeeper digest credentials "user:password"; empty leaves
+	// znodes open to anyone (world ACL).
+	Auth string
+	// SharedToken, if set (it needs Auth), is called once with the
+	// cluster token kept in the cluster-token znode, which the first node
+	// creates with a generated value.
+	SharedToken func(token string)
+	// OnInvalid, if set, is called for every invalid znode read (for
+	// metrics); it must not block.
+	OnInvalid func(znode string)
 }
 
 // Store is a ZooKeeper-backed membership.Store.
@@ -53,13 +70,20 @@ type Store struct {
 	// Zero after an expiry.
 	lastContact atomic.Int64
 
+	acl []zk.ACL // what every znode this node creates carries
+	// Owned by the Run goroutine:
+	authed     bool // Auth was sent on this connection (the library re-sends it)
+	aclsFixed  bool // the layout's ACLs were set to acl
+	tokenKnown bool // SharedToken was called
+	lastGood   lastGood
+	logs       rateLimiter
+
 	mu          sync.Mutex
 	self        membership.Member
 	memberPath  string // our ephemeral znode, "" when not (yet) registered
 	participant *membership.Participant
+	invalid     map[string]string // znode -> why what it holds was refused
 }
-
-var acl = zk.WorldACL(zk.PermAll)
 
 // New connects to ZooKeeper. The session is established in the
 // background; Run registers the node once it is.
@@ -70,7 +94,14 @@ func New(o Options) (*Store, error) {
 	if o.SessionTimeout == 0 {
 		o.SessionTimeout = 10 * time.Second
 	}
-	s := &Store{o: o, self: o.Self, wake: make(chan struct{}, 1)}
+	s := &Store{o: o, self: o.Self, wake: make(chan struct{}, 1), acl: zk.WorldACL(zk.PermAll), invalid: map[string]string{}}
+	if o.Auth != "" {
+		user, pass, ok := strings.Cut(o.Auth, ":")
+		if !ok || user == "" || pass == "" {
+			return nil, errors.New("zookeeper auth: want user:password")
+		}
+		s.acl = zk.DigestACL(zk.PermAll, user, pass)
+	}
 	conn, _, err := zk.Connect(o.Servers, o.SessionTimeout,
 		zk.WithLogger(zkLogger{o.Logger}),
 		// The library's event channel drops events when full; the callback
@@ -179,7 +210,13 @@ func (s *Store) Run(ctx context.Context, publish func(membership.Snapshot)) erro
 		var snap membership.Snapshot
 		err := error(nil)
 		if s.connected.Load() {
-			err = s.ensureLayout()
+			err = s.ensureAuth()
+			if err == nil {
+				err = s.ensureLayout()
+			}
+			if err == nil {
+				err = s.ensureToken()
+			}
 			if err == nil {
 				err = s.ensureRegistered()
 			}
@@ -190,8 +227,8 @@ func (s *Store) Run(ctx context.Context, publish func(membership.Snapshot)) erro
 			err = membership.ErrNoSession
 		}
 		if err != nil {
-			if !errors.Is(err, membership.ErrNoSession) {
-				s.o.Logger.Warn().Err(err).Msg("zookeeper read failed; retrying")
+			if !errors.Is(err, membership.ErrNoSession) && s.logs.allow("read:"+err.Error()) {
+				s.o.Logger.Warn().Err(err).Msg("zookeeper read failed; retrying (repeats of this error are logged once a minute)")
 			}
 			publish(membership.Snapshot{Connected: false})
 			w.reset()
@@ -213,7 +250,7 @@ func (s *Store) Run(ctx context.Context, publish func(membership.Snapshot)) erro
 
 func (s *Store) ensureLayout() error {
 	for _, p := range []string{s.o.Root, s.p("members")} {
-		if _, err := s.conn.Create(p, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		if _, err := s.conn.Create(p, nil, 0, s.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			if strings.HasPrefix(p, s.o.Root) && errors.Is(err, zk.ErrNoNode) && p == s.o.Root {
 				if err := s.createParents(p); err != nil {
 					return err
@@ -223,14 +260,14 @@ func (s *Store) ensureLayout() error {
 			return fmt.Errorf("create %s: %w", p, err)
 		}
 	}
-	return nil
+	return s.fixACLs()
 }
 
 func (s *Store) createParents(p string) error {
 	cur := ""
 	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
 		cur += "/" + part
-		if _, err := s.conn.Create(cur, nil, 0, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		if _, err := s.conn.Create(cur, nil, 0, s.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			return fmt.Errorf("create %s: %w", cur, err)
 		}
 	}
@@ -251,7 +288,7 @@ func (s *Store) ensureRegistered() error {
 	if err != nil {
 		return err
 	}
-	p, err := s.conn.CreateProtectedEphemeralSequential(s.p("members", "member-"), data, acl)
+	p, err := s.conn.CreateProtectedEphemeralSequential(s.p("members", "member-"), data, s.acl)
 	if err != nil {
 		return fmt.Errorf("register member: %w", err)
 	}
@@ -286,7 +323,7 @@ func (s *Store) InitRing(r membership.RingState) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.conn.Create(s.p("ring"), data, 0, acl)
+	_, err = s.conn.Create(s.p("ring"), data, 0, s.acl)
 	if errors.Is(err, zk.ErrNodeExists) {
 		return membership.ErrExists
 	}
@@ -304,8 +341,8 @@ func (s *Store) CreateBarrier(b membership.Barrier, ring membership.RingState) e
 	}
 	_, err = s.conn.Multi(
 		&zk.CheckVersionRequest{Path: s.p("ring"), Version: ring.Version},
-		&zk.CreateRequest{Path: s.p("migration"), Data: data, Acl: acl},
-		&zk.CreateRequest{Path: s.p("migration", "participants"), Acl: acl},
+		&zk.CreateRequest{Path: s.p("migration"), Data: data, Acl: s.acl},
+		&zk.CreateRequest{Path: s.p("migration", "participants"), Acl: s.acl},
 	)
 	switch {
 	case errors.Is(err, zk.ErrNodeExists):
@@ -333,7 +370,7 @@ func (s *Store) setParticipantLocked() error {
 	p := s.p("migration", "participants", s.participant.Name)
 	_, err = s.conn.Set(p, data, -1)
 	if errors.Is(err, zk.ErrNoNode) {
-		_, err = s.conn.Create(p, data, zk.FlagEphemeral, acl)
+		_, err = s.conn.Create(p, data, zk.FlagEphemeral, s.acl)
 	}
 	if errors.Is(err, zk.ErrNoNode) {
 		return fmt.Errorf("%w: round %s is over", membership.ErrConflict, s.participant.Round)
@@ -414,14 +451,25 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
+	s.mu.Lock()
+	ownPath := s.memberPath
+	s.mu.Unlock()
 	regs := make([]registration, 0, len(children))
 	for _, c := range children {
-		data, ok, err := w.data(s.p("members", c))
+		p := s.p("members", c)
+		data, ok, err := w.data(p)
 		if err != nil {
 			return snap, err
 		}
+		if !ok {
+			continue
+		}
 		var m membership.Member
-		if !ok || json.Unmarshal(data, &m) != nil || m.Name == "" {
+		err = decode(data, &m, membership.Member.Validate)
+		if p == ownPath {
+			m, err = s.ownRecord(p, m, err)
+		}
+		if s.checked(p, err) != nil {
 			continue
 		}
 		regs = append(regs, registration{seq: sequence(c), member: m})
@@ -429,12 +477,7 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 	snap.Members = latestPerName(regs)
 	if data, ok, err := w.dataVersion(s.p("migration")); err != nil {
 		return snap, err
-	} else if ok {
-		var b membership.Barrier
-		if err := json.Unmarshal(data.data, &b); err != nil {
-			return snap, fmt.Errorf("decode barrier: %w", err)
-		}
-		b.Version = data.version
+	} else if b, ok := s.barrier(data, ok); ok {
 		snap.Barrier = &b
 		parts, err := w.children(s.p("migration", "participants"))
 		if err != nil {
@@ -465,11 +508,13 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 		return snap, err
 	} else if ok {
 		var r membership.RingState
-		if err := json.Unmarshal(data.data, &r); err != nil {
-			return snap, fmt.Errorf("decode ring: %w", err)
+		if err := s.checked(s.p("ring"), decode(data.data, &r, membership.RingState.Validate)); err == nil {
+			r.Version = data.version
+			s.lastGood.ring = &r
 		}
-		r.Version = data.version
-		snap.Ring = &r
+		// An invalid ring keeps the last good one, with its old version:
+		// no commit can succeed over the bad record until it is fixed.
+		snap.Ring = s.lastGood.ring
 	}
 	return snap, nil
 }

@@ -11,21 +11,29 @@
 // never serialize commits itself: the read-modify-write of apply-if-newer
 // is guarded by lock stripes keyed by block id, and operations on different
 // ids commit concurrently.
+//
+// Faults: a block that fails pebble's checksum is reported as
+// storage.ErrCorrupt like a payload that fails ours, so read repair
+// rewrites it; a fault pebble cannot survive (a failed WAL write) makes
+// the engine refuse every operation with storage.ErrFailed instead of
+// exiting the process; Health reports both (see health.go, logger.go).
 package pebble
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	dto "github.com/prometheus/client_model/go"
 	"hash/maphash"
+	"io"
 	"math"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
@@ -44,8 +52,14 @@ const scanChunk = 512
 // Engine is a storage.Engine persisted in a Pebble database. It is safe
 // for concurrent use.
 type Engine struct {
-	db   *pebbledb.DB
-	logf func(format string, args ...any)
+	db     *pebbledb.DB
+	logf   func(format string, args ...any)
+	faults *faults
+	// fsCloser stops pebble's disk-health monitor; Close calls it after
+	// the DB has closed.
+	fsCloser io.Closer
+	// l0Stop is pebble's L0StopWritesThreshold (see admitWrite).
+	l0Stop int
 
 	// stripes serialize the read-modify-write of each id. Writers hold the
 	// stripe exclusively across read and commit; Get holds it shared so it
@@ -58,33 +72,50 @@ type Engine struct {
 	// so it never counts a write that did not happen.
 	live atomic.Int64
 
-	// mu is held shared by every operation while it uses db and exclusively
-	// by Close, so Close waits for in-flight operations and pebble is never
-	// used after it closed (pebble panics then).
-	mu     sync.RWMutex
-	closed bool
+	// gate admits every operation that uses db, so Close can wait for
+	// them: pebble panics when used after it closed.
+	gate *gate
 }
 
-var _ storage.Engine = (*Engine)(nil)
+var (
+	_ storage.Engine         = (*Engine)(nil)
+	_ storage.HealthReporter = (*Engine)(nil)
+)
 
 // Open opens (creating if needed) the database in dir and counts its live
-// records, which reads every metadata value once.
+// records, which reads every metadata value once. A store pebble finds
+// corrupt, or that has damage in the middle of its WAL or MANIFEST (which
+// pebble itself would silently truncate, see recordlog.go), fails with an
+// error wrapping storage.ErrCorrupt: it must be rebuilt from replicas.
+// Open does not verify every table: damage in a payload block shows when
+// the block is read.
 func Open(dir string, opts Options) (*Engine, error) {
 	opts.EnsureDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	f := newFaults(opts.Logf, opts.Now)
 	cache := pebbledb.NewCache(opts.CacheSize)
 	// The DB takes its own reference; dropping ours lets Close free it.
 	defer cache.Unref()
-	db, err := pebbledb.Open(dir, opts.pebbleOptions(cache))
+	po, fsCloser := opts.pebbleOptions(cache, f)
+	db, err := pebbledb.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
+		_ = fsCloser.Close()
+		return nil, fmt.Errorf("pebble: open %s: %w", dir, f.classify(err))
 	}
-	e := &Engine{db: db, logf: opts.Logf, seed: maphash.MakeSeed()}
+	e := &Engine{
+		db: db, logf: opts.Logf, faults: f, fsCloser: fsCloser,
+		l0Stop: po.L0StopWritesThreshold, seed: maphash.MakeSeed(), gate: newGate(),
+	}
+	// A Fatalf during open (a MANIFEST write that failed) leaves pebble
+	// open but failed.
 	n, err := e.countLive()
+	if err == nil {
+		err = f.err()
+	}
 	if err != nil {
-		_ = db.Close()
+		_ = e.Close()
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
 	e.live.Store(n)
@@ -96,7 +127,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 func (e *Engine) countLive() (int64, error) {
 	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte(metaPrefix), UpperBound: metaUpper})
 	if err != nil {
-		return 0, err
+		return 0, e.faults.classify(err)
 	}
 	var n int64
 	for ok := it.First(); ok; ok = it.Next() {
@@ -111,22 +142,82 @@ func (e *Engine) countLive() (int64, error) {
 	}
 	if err := it.Error(); err != nil {
 		_ = it.Close()
-		return 0, err
+		return 0, e.faults.classify(err)
 	}
-	return n, it.Close()
+	return n, e.faults.classify(it.Close())
 }
 
 // acquire admits an operation; release must follow when it returns nil.
+// A failed engine admits nothing, reads included: pebble's memtable may
+// hold the write whose WAL write failed, which a restart will not have.
 func (e *Engine) acquire() error {
-	e.mu.RLock()
-	if e.closed {
-		e.mu.RUnlock()
+	if !e.gate.enter() {
 		return storage.ErrClosed
+	}
+	if err := e.faults.err(); err != nil {
+		e.gate.leave()
+		return err
 	}
 	return nil
 }
 
-func (e *Engine) release() { e.mu.RUnlock() }
+func (e *Engine) release() { e.gate.leave() }
+
+// acquireWrite is acquire for an operation that commits.
+func (e *Engine) acquireWrite() error {
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	if err := e.admitWrite(); err != nil {
+		e.release()
+		return err
+	}
+	return nil
+}
+
+// admitWrite refuses a write that could stall forever. Once compactions
+// are halted by corruption nothing drains level 0, and pebble blocks every
+// commit once L0 reaches L0StopWritesThreshold sublevels (db.go:2454),
+// with the caller holding its stripe lock. A flush adds at most one
+// sublevel and one may be under way: hence the margin of two.
+func (e *Engine) admitWrite() error {
+	if !e.faults.halted.Load() {
+		return nil
+	}
+	if l0 := int(e.db.Metrics().Levels[0].Sublevels); l0+2 >= e.l0Stop {
+		return fmt.Errorf("pebble: compactions halted by corruption and level 0 has %d sublevels, writes would stall: %w", l0, storage.ErrFailed)
+	}
+	return nil
+}
+
+// commit commits b durably. Any commit whose outcome is not known to be
+// durable returns an error:
+//   - Pebble reports a failed WAL write through Logger.Fatalf and then
+//     returns nil (db.go:857); logger.Fatalf records the failure, which the
+//     check after Commit turns into the error. A failure in a concurrent
+//     commit may so fail a commit that did reach the disk: that is
+//     allowed, a write that returns an error may or may not have happened.
+//   - Pebble panics on some WAL errors while holding its own mutexes
+//     (db.go:965, db.go:2679): recover turns that into the engine's
+//     failure and wedges the gate, so Close does not wait on pebble.
+func (e *Engine) commit(b *pebbledb.Batch) (err error) {
+	// checkedFS may have seen the WAL fail already: stay out of pebble.
+	if err := e.faults.err(); err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			e.faults.limit.logf(e.logf, "panic", "pebble: panic in commit: %v\n%s", r, debug.Stack())
+			e.faults.fail(fmt.Errorf("pebble panicked in commit: %v", r))
+			e.gate.wedge()
+			err = e.faults.err()
+		}
+	}()
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return e.faults.classify(err)
+	}
+	return e.faults.err()
+}
 
 func (e *Engine) stripeOf(id string) int {
 	return int(maphash.String(e.seed, id) % numStripes)
@@ -135,14 +226,14 @@ func (e *Engine) stripeOf(id string) int {
 // stored is what a read-modify-write knows of the current record of an id.
 type stored struct {
 	found bool         // an m/ key exists
-	bad   bool         // it does not decode
-	meta  storage.Meta // valid when found && !bad
+	bad   error        // why it cannot be read (wraps storage.ErrCorrupt), or nil
+	meta  storage.Meta // valid when found && bad == nil
 	// staged marks state produced earlier in the same batch, not yet on
 	// disk: its payload is known intact.
 	staged bool
 }
 
-func (s stored) live() bool { return s.found && !s.bad && !s.meta.Tombstone }
+func (s stored) live() bool { return s.found && s.bad == nil && !s.meta.Tombstone }
 
 func boolInt(b bool) int64 {
 	if b {
@@ -151,19 +242,29 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// readStored reads the m/ key of id.
+// readStored reads the m/ key of id. A value that does not decode and a
+// block that fails pebble's checksum are both reported as bad, not as
+// errors: readers return ErrCorrupt, and Apply treats the record as absent
+// so repair can overwrite it.
+//
+// Live may count one too many after such a repair: the record behind the
+// corrupt block may have been counted at Open. Undecodable values were not.
 func (e *Engine) readStored(id string) (stored, error) {
 	v, closer, err := e.db.Get(metaKey(id))
 	if errors.Is(err, pebbledb.ErrNotFound) {
 		return stored{}, nil
 	}
 	if err != nil {
-		return stored{}, fmt.Errorf("pebble: read metadata of %q: %w", id, err)
+		err = fmt.Errorf("pebble: read metadata of %q: %w", id, e.faults.classify(err))
+		if errors.Is(err, storage.ErrCorrupt) {
+			return stored{found: true, bad: err}, nil
+		}
+		return stored{}, err
 	}
 	defer closer.Close()
 	m, err := decodeMeta(v)
 	if err != nil {
-		return stored{found: true, bad: true}, nil
+		return stored{found: true, bad: fmt.Errorf("pebble: block %q metadata undecodable: %v: %w", id, err, storage.ErrCorrupt)}, nil
 	}
 	return stored{found: true, meta: m}, nil
 }
@@ -175,7 +276,7 @@ func (e *Engine) readPayload(id string, m storage.Meta) ([]byte, error) {
 		return nil, fmt.Errorf("pebble: block %q has metadata but no payload: %w", id, storage.ErrCorrupt)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pebble: read payload of %q: %w", id, err)
+		return nil, fmt.Errorf("pebble: read payload of %q: %w", id, e.faults.classify(err))
 	}
 	defer closer.Close()
 	if len(v) != m.Size {
@@ -212,7 +313,7 @@ func prepare(rec storage.Record) (storage.Record, error) {
 // the resulting state. The stripe of id must be held.
 func (e *Engine) stage(b *pebbledb.Batch, id string, rec storage.Record, cur stored) (bool, stored, error) {
 	in := rec.Meta()
-	if cur.found && !cur.bad && !storage.Supersedes(in, cur.meta) {
+	if cur.found && cur.bad == nil && !storage.Supersedes(in, cur.meta) {
 		if cur.staged || in.Tombstone || cur.meta.Tombstone || in.Version.Compare(cur.meta.Version) != 0 {
 			return false, cur, nil
 		}
@@ -235,7 +336,7 @@ func (e *Engine) stage(b *pebbledb.Batch, id string, rec storage.Record, cur sto
 	switch {
 	case !in.Tombstone:
 		err = b.Set(dataKey(id), rec.Data, nil)
-	case cur.found && (cur.bad || !cur.meta.Tombstone):
+	case cur.found && (cur.bad != nil || !cur.meta.Tombstone):
 		err = b.Delete(dataKey(id), nil)
 	}
 	if err != nil {
@@ -262,8 +363,8 @@ func (e *Engine) Get(id string) (storage.Record, error) {
 		return storage.Record{}, err
 	case !cur.found:
 		return storage.Record{}, fmt.Errorf("pebble: block %q: %w", id, storage.ErrNotFound)
-	case cur.bad:
-		return storage.Record{}, fmt.Errorf("pebble: block %q metadata undecodable: %w", id, storage.ErrCorrupt)
+	case cur.bad != nil:
+		return storage.Record{}, cur.bad
 	}
 	m := cur.meta
 	rec := storage.Record{Version: m.Version, Checksum: m.Checksum, Tombstone: m.Tombstone, StaleSince: m.StaleSince}
@@ -288,22 +389,23 @@ func (e *Engine) GetMeta(id string) (storage.Meta, error) {
 		return storage.Meta{}, err
 	case !cur.found:
 		return storage.Meta{}, fmt.Errorf("pebble: block %q: %w", id, storage.ErrNotFound)
-	case cur.bad:
-		return storage.Meta{}, fmt.Errorf("pebble: block %q metadata undecodable: %w", id, storage.ErrCorrupt)
+	case cur.bad != nil:
+		return storage.Meta{}, cur.bad
 	}
 	return cur.meta, nil
 }
 
 // Apply stores rec if it supersedes the stored record. Beyond the
 // storage.Engine contract, a stored record whose metadata does not decode
-// counts as absent, and one whose payload fails its checksum is replaced
-// by a valid copy of the same version, so repair can overwrite it.
+// or fails pebble's block checksum counts as absent, and one whose payload
+// fails either checksum is replaced by a valid copy of the same version,
+// so repair can overwrite it.
 func (e *Engine) Apply(id string, rec storage.Record) (bool, error) {
 	rec, err := prepare(rec)
 	if err != nil {
 		return false, err
 	}
-	if err := e.acquire(); err != nil {
+	if err := e.acquireWrite(); err != nil {
 		return false, err
 	}
 	defer e.release()
@@ -321,7 +423,7 @@ func (e *Engine) Apply(id string, rec storage.Record) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	if err := e.commit(b); err != nil {
 		return false, fmt.Errorf("pebble: commit %q: %w", id, err)
 	}
 	e.live.Add(boolInt(next.live()) - boolInt(cur.live()))
@@ -345,7 +447,7 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	if len(items) == 0 {
 		return applied, nil
 	}
-	if err := e.acquire(); err != nil {
+	if err := e.acquireWrite(); err != nil {
 		return nil, err
 	}
 	defer e.release()
@@ -377,7 +479,7 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	if b.Empty() {
 		return applied, nil
 	}
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	if err := e.commit(b); err != nil {
 		return nil, fmt.Errorf("pebble: commit batch of %d: %w", len(items), err)
 	}
 	e.live.Add(delta)
@@ -407,7 +509,7 @@ func (e *Engine) lockStripes(items []storage.Item) func() {
 // reports false, without error, if no record exists or its version differs.
 // Only the metadata is rewritten.
 func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, error) {
-	if err := e.acquire(); err != nil {
+	if err := e.acquireWrite(); err != nil {
 		return false, err
 	}
 	defer e.release()
@@ -421,8 +523,8 @@ func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, err
 		return false, err
 	case !cur.found:
 		return false, nil
-	case cur.bad:
-		return false, fmt.Errorf("pebble: mark %q stale: metadata undecodable: %w", id, storage.ErrCorrupt)
+	case cur.bad != nil:
+		return false, fmt.Errorf("pebble: mark %q stale: %w", id, cur.bad)
 	case cur.meta.Version.Compare(v) != 0:
 		return false, nil
 	case staleNanos(cur.meta.StaleSince) == staleNanos(since):
@@ -434,7 +536,12 @@ func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, err
 	if err != nil {
 		return false, err
 	}
-	if err := e.db.Set(metaKey(id), mv, pebbledb.Sync); err != nil {
+	b := e.db.NewBatch()
+	defer b.Close()
+	if err := b.Set(metaKey(id), mv, nil); err != nil {
+		return false, err
+	}
+	if err := e.commit(b); err != nil {
 		return false, fmt.Errorf("pebble: mark %q stale: %w", id, err)
 	}
 	return true, nil
@@ -443,7 +550,7 @@ func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, err
 // Remove deletes id's record if its version is still v. It reports false,
 // without error, if no record exists or its version differs.
 func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
-	if err := e.acquire(); err != nil {
+	if err := e.acquireWrite(); err != nil {
 		return false, err
 	}
 	defer e.release()
@@ -457,8 +564,8 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 		return false, err
 	case !cur.found:
 		return false, nil
-	case cur.bad:
-		return false, fmt.Errorf("pebble: remove %q: metadata undecodable: %w", id, storage.ErrCorrupt)
+	case cur.bad != nil:
+		return false, fmt.Errorf("pebble: remove %q: %w", id, cur.bad)
 	case cur.meta.Version.Compare(v) != 0:
 		return false, nil
 	}
@@ -472,7 +579,7 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 			return false, err
 		}
 	}
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	if err := e.commit(b); err != nil {
 		return false, fmt.Errorf("pebble: remove %q: %w", id, err)
 	}
 	e.live.Add(-boolInt(cur.live()))
@@ -483,7 +590,9 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 // starting after `after`. It reads only the m/ family. fn runs with no
 // lock or iterator held and may call the engine. Values that do not
 // decode are logged and skipped, so one bad record cannot halt migration
-// or anti-entropy (which then re-send it, and Apply replaces it).
+// or anti-entropy (which then re-send it, and Apply replaces it). A block
+// of the m/ family that fails pebble's checksum cannot be skipped: the
+// scan stops with an error wrapping storage.ErrCorrupt.
 func (e *Engine) Scan(after string, fn func(id string, m storage.Meta) bool) error {
 	lower := []byte(metaPrefix)
 	if after != "" {
@@ -524,7 +633,7 @@ func (e *Engine) scanChunk(lower []byte, add func(id string, m storage.Meta)) (b
 	defer e.release()
 	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: lower, UpperBound: metaUpper})
 	if err != nil {
-		return false, fmt.Errorf("pebble: scan: %w", err)
+		return false, fmt.Errorf("pebble: scan: %w", e.faults.classify(err))
 	}
 	n := 0
 	ok := it.First()
@@ -540,10 +649,10 @@ func (e *Engine) scanChunk(lower []byte, add func(id string, m storage.Meta)) (b
 	}
 	if err := it.Error(); err != nil {
 		_ = it.Close()
-		return false, fmt.Errorf("pebble: scan: %w", err)
+		return false, fmt.Errorf("pebble: scan: %w", e.faults.classify(err))
 	}
 	if err := it.Close(); err != nil {
-		return false, fmt.Errorf("pebble: scan: %w", err)
+		return false, fmt.Errorf("pebble: scan: %w", e.faults.classify(err))
 	}
 	return ok, nil
 }
@@ -552,16 +661,42 @@ func (e *Engine) scanChunk(lower []byte, add func(id string, m storage.Meta)) (b
 func (e *Engine) Count() int64 { return e.live.Load() }
 
 // Close closes the database after in-flight operations finish. Later calls
-// of any method return storage.ErrClosed.
+// of any method return storage.ErrClosed. Health still works.
+//
+// If pebble wedged on a failed WAL write (see gate), Close returns at once
+// with an error wrapping storage.ErrFailed and leaves the store open: the
+// files, the directory lock and pebble's goroutines stay held until the
+// process exits, and only a restart can reopen the store.
 func (e *Engine) Close() error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
+	first, wedged := e.gate.close()
+	switch {
+	case !first:
 		return storage.ErrClosed
+	case wedged:
+		return fmt.Errorf("pebble: close: pebble is wedged, the store stays open until the process exits: %w", e.faults.err())
 	}
-	e.closed = true
-	if err := e.db.Close(); err != nil {
+	err := e.db.Close()
+	_ = e.fsCloser.Close()
+	if err != nil {
 		return fmt.Errorf("pebble: close: %w", err)
+	}
+	return nil
+}
+
+// Health reports the faults the engine has seen since Open. It never
+// blocks on I/O and works after Close.
+func (e *Engine) Health() storage.Health { return e.faults.snapshot() }
+
+// Flush writes the memtable to tables, so that the store's files alone
+// (without the WAL) hold every write: before copying the directory for a
+// backup, or to make a test's corruption reach tables.
+func (e *Engine) Flush() error {
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	defer e.release()
+	if err := e.db.Flush(); err != nil {
+		return fmt.Errorf("pebble: flush: %w", err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	pebbledb "github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 )
 
 // Test hooks that reach past the engine to damage what is on disk. This
@@ -37,3 +38,23 @@ func (e *Engine) DeleteRawForTest(key []byte) error {
 
 // FsyncsForTest is WALSyncs under its test name.
 func (e *Engine) FsyncsForTest() uint64 { return e.WALSyncs() }
+
+// WithFSForTest returns o with fs in place of the real filesystem, for
+// fault injection (vfs/errorfs).
+func WithFSForTest(o Options, fs vfs.FS) Options {
+	o.fs = fs
+	return o
+}
+
+// FlushForTest flushes the memtable to a table, so tests can damage it.
+func (e *Engine) FlushForTest() error { return e.Flush() }
+
+// CompactionsForTest returns how many compactions pebble has completed.
+func (e *Engine) CompactionsForTest() int64 { return e.db.Metrics().Compact.Count }
+
+// WedgedForTest reports whether pebble wedged under the engine (see gate).
+func (e *Engine) WedgedForTest() bool {
+	e.gate.mu.Lock()
+	defer e.gate.mu.Unlock()
+	return e.gate.wedged
+}

@@ -2,10 +2,12 @@ package pebble
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
+	"github.com/cockroachdb/pebble/vfs"
 )
 
 // Defaults, sized for a store of 4 KiB values.
@@ -38,13 +40,26 @@ type Options struct {
 	// DefaultMemTableSize.
 	MemTableSize uint64
 	// Logf receives pebble's own log lines (background errors, write
-	// stalls, fatal invariants). Nil discards them; without a logger pebble
-	// would print to stderr, bypassing the node's structured logs.
-	// It must be safe for concurrent use.
+	// stalls, fatal errors), at most one line per kind every 10 s. Nil
+	// discards them; without a logger pebble would print to stderr,
+	// bypassing the node's structured logs. It must be safe for concurrent
+	// use and must not call back into the engine: pebble may hold its own
+	// mutex when it logs.
 	Logf func(format string, args ...any)
 	// WALMinSyncInterval is the shortest time between WAL fsyncs; commits
 	// that arrive meanwhile share the next one (group commit).
 	WALMinSyncInterval time.Duration
+	// Now is the clock that stamps Health and paces rate-limited log
+	// lines. Default time.Now.
+	Now func() time.Time
+	// ReadOnly opens the store without writing anything: the WAL is
+	// replayed into memory, nothing is flushed or compacted, and every
+	// write fails. How a node starts on a disk too full to open a store
+	// for writing (replaying the WAL writes a table).
+	ReadOnly bool
+
+	// fs replaces the real filesystem in fault-injection tests.
+	fs vfs.FS
 }
 
 // EnsureDefaults fills unset fields with their defaults and returns o.
@@ -60,6 +75,9 @@ func (o *Options) EnsureDefaults() *Options {
 	}
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	return o
 }
@@ -78,29 +96,20 @@ func (o *Options) Validate() error {
 // bloomPolicy uses 10 bits per key: ~1% false positives.
 var bloomPolicy = bloom.FilterPolicy(10)
 
-// logger adapts Logf to pebble.Logger.
-type logger struct {
-	logf func(format string, args ...any)
-}
+// diskSlowThreshold is pebble's own default for reporting a write or
+// sync that takes this long (Options.WithFSDefaults).
+const diskSlowThreshold = 5 * time.Second
 
-func (l logger) Infof(format string, args ...any) { l.logf(format, args...) }
-
-// Fatalf is called on broken invariants (a corrupt manifest, say). Pebble
-// requires it not to return; panicking instead of os.Exit lets deferred
-// cleanup and the caller's crash reporting run.
-func (l logger) Fatalf(format string, args ...any) {
-	l.logf(format, args...)
-	panic(fmt.Sprintf("pebble: fatal: "+format, args...))
-}
-
-// pebbleOptions translates o (after EnsureDefaults) into pebble's options.
-// cache is passed in because its reference must be dropped by the caller.
-func (o *Options) pebbleOptions(cache *pebbledb.Cache) *pebbledb.Options {
-	log := logger{o.Logf}
+// pebbleOptions translates o (after EnsureDefaults) into pebble's options,
+// with f receiving pebble's logs, fatal errors and background errors. cache
+// is passed in because its reference must be dropped by the caller; the
+// closer stops the disk-health monitor and must be called after the DB is
+// closed (or failed to open).
+func (o *Options) pebbleOptions(cache *pebbledb.Cache, f *faults) (*pebbledb.Options, io.Closer) {
 	po := &pebbledb.Options{
 		Cache:        cache,
 		MemTableSize: o.MemTableSize,
-		Logger:       log,
+		Logger:       logger{f},
 		// The newest format of v1 is readable by pebble v2, so a later
 		// upgrade needs no format ratchet first.
 		FormatMajorVersion: pebbledb.FormatNewest,
@@ -108,6 +117,11 @@ func (o *Options) pebbleOptions(cache *pebbledb.Cache) *pebbledb.Options {
 		// concurrent requests share it: on a disk that does ~2,000 fsyncs/s
 		// that is what turns fsync'd writes from disk-bound into CPU-bound.
 		WALMinSyncInterval: func() time.Duration { return o.WALMinSyncInterval },
+		// Consulted before every compaction is scheduled: the way to halt
+		// them at run time (see faults.maxCompactions).
+		MaxConcurrentCompactions: f.maxCompactions,
+		EventListener:            f.eventListener(),
+		ReadOnly:                 o.ReadOnly,
 		// L0 thresholds stay at pebble's defaults (compact at 4 files, stop
 		// writes at 12): with 64 MiB memtables that is ample headroom.
 	}
@@ -122,14 +136,18 @@ func (o *Options) pebbleOptions(cache *pebbledb.Cache) *pebbledb.Options {
 		}
 		l.EnsureDefaults()
 	}
-	el := pebbledb.MakeLoggingEventListener(log)
-	// Flush, compaction and table events would log on every flush; keep
-	// only what an operator acts on.
-	po.EventListener = &pebbledb.EventListener{
-		BackgroundError: el.BackgroundError,
-		DiskSlow:        el.DiskSlow,
-		WriteStallBegin: el.WriteStallBegin,
-		WriteStallEnd:   el.WriteStallEnd,
+	// Pebble would wrap its default FS in disk-health checks itself, but
+	// then closes the monitor only in DB.Close, leaking it when Open fails.
+	base := o.fs
+	if base == nil {
+		base = vfs.Default
 	}
-	return po
+	el := po.EventListener
+	fs, closer := vfs.WithDiskHealthChecks(checkedFS{FS: base, walFailed: f.fail}, diskSlowThreshold,
+		func(info vfs.DiskSlowInfo) { el.DiskSlow(info) })
+	po.FS = fs
+	// Fill in pebble's defaults now, so that the engine can read them
+	// (L0StopWritesThreshold); Open would apply the same ones.
+	po.EnsureDefaults()
+	return po, closer
 }

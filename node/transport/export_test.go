@@ -1,0 +1,21 @@
+package transport
+
+import "time"
+
+// ErrClientClosed is the error of calls made after Close.
+var ErrClientClosed = errClientClosed
+
+// NewClientWithIdle returns a client whose pipelines retire after idle
+// instead of pipelineIdle, so tests can make retiring frequent.
+func NewClientWithIdle(o Options, idle time.Duration) *Client {
+	c := NewClient(o)
+	c.pipes.idle = idle
+	return c
+}
+
+// Pipelines returns how many pipelines are running.
+func (c *Client) Pipelines() int {
+	c.pipes.mu.Lock()
+	defer c.pipes.mu.Unlock()
+	return len(c.pipes.byPeer)
+}
