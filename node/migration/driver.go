@@ -58,6 +58,9 @@ type Driver struct {
 	leftOnce sync.Once
 
 	transferDone chan string
+	// transfers tracks the streaming goroutines so Run returns only after
+	// the last one stopped reading the engine (the app closes it next).
+	transfers sync.WaitGroup
 
 	mu             sync.Mutex
 	snap           membership.Snapshot
@@ -116,10 +119,10 @@ func (d *Driver) publish(s membership.Snapshot) {
 // Run drives the node until ctx ends.
 func (d *Driver) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	var storeErr error
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = d.o.Store.Run(ctx, d.publish) }()
+	go func() { defer wg.Done(); storeErr = d.o.Store.Run(ctx, d.publish) }()
 	go func() { defer wg.Done(); d.gcLoop(ctx) }()
-	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -128,6 +131,11 @@ func (d *Driver) Run(ctx context.Context) error {
 				d.transferCancel()
 			}
 			d.mu.Unlock()
+			d.transfers.Wait()
+			wg.Wait()
+			if storeErr != nil {
+				return fmt.Errorf("membership: %w", storeErr)
+			}
 			return nil
 		case <-d.kick:
 		case round := <-d.transferDone:
@@ -358,7 +366,9 @@ func (d *Driver) startTransfer(ctx context.Context, b membership.Barrier) {
 		d.progress = p
 	}
 	log := d.o.Logger.With().Str("round", b.ID).Logger()
+	d.transfers.Add(1)
 	go func() {
+		defer d.transfers.Done()
 		start := time.Now()
 		sentBlocks, sentBytes := p.SentBlocks.Load(), p.SentBytes.Load()
 		err := transfer(tctx, d.o.Engine, old, target, d.o.RF, d.o.Self.Name, d.o.Sender, d.o.TransferRate, p)
