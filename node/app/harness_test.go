@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 
 	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/config"
@@ -25,14 +26,16 @@ import (
 // testCluster runs N nodes in this process, each with its own HTTP server
 // on a loopback port, talking to each other over real HTTP.
 type testCluster struct {
-	t      *testing.T
-	opts   clusterOpts
-	dir    string
-	peers  string
-	cfgs   []config.Config
-	nodes  []*Node
-	stops  []func()
-	client *http.Client
+	t        *testing.T
+	tb       testing.TB
+	leakBase goleak.Option
+	opts     clusterOpts
+	dir      string
+	peers    string
+	cfgs     []config.Config
+	nodes    []*Node
+	stops    []func()
+	client   *http.Client
 }
 
 type clusterOpts struct {
@@ -81,6 +84,10 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	if o.rf == 0 {
 		o.rf = 3
 	}
+	// Goroutines running now belong to the test or to earlier clusters'
+	// shared fixtures; every goroutine the nodes start must be gone again
+	// once they stopped.
+	leakBase := goleak.IgnoreCurrent()
 	lns := make([]net.Listener, n)
 	var peers []string
 	for i := range lns {
@@ -92,12 +99,14 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 		peers = append(peers, fmt.Sprintf("n%d=%s", i, ln.Addr()))
 	}
 	c := &testCluster{
-		opts:   o,
-		dir:    t.TempDir(),
-		cfgs:   make([]config.Config, n),
-		nodes:  make([]*Node, n),
-		stops:  make([]func(), n),
-		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 10 * time.Second},
+		tb:       t,
+		leakBase: leakBase,
+		opts:     o,
+		dir:      t.TempDir(),
+		cfgs:     make([]config.Config, n),
+		nodes:    make([]*Node, n),
+		stops:    make([]func(), n),
+		client:   &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}, Timeout: 10 * time.Second},
 	}
 	if tt, ok := t.(*testing.T); ok {
 		c.t = tt
@@ -235,6 +244,12 @@ func (c *testCluster) stopAll() {
 			c.kill(i)
 		}
 		c.stop(i)
+	}
+	c.client.CloseIdleConnections()
+	// A ZooKeeper the test restarted is the test's, not the nodes'.
+	zkProcess := goleak.IgnoreAnyFunction("github.com/goblocks/goblocks/node/membership/zk/zktest.(*Server).spawn.func1")
+	if err := goleak.Find(c.leakBase, zkProcess); err != nil {
+		c.tb.Errorf("goroutines left running after every node stopped: %v", err)
 	}
 }
 
