@@ -16,6 +16,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +61,7 @@ type options struct {
 	retries     int // -1: one attempt per node
 	consistency string
 	blockSize   int
+	tls         *tls.Config
 }
 
 // Option configures a Client.
@@ -73,6 +75,11 @@ func WithHTTPClient(hc *http.Client) Option { return func(o *options) { o.hc = h
 // nodes' AdminToken, which /admin/* (status, ring) and /metrics require
 // when it is set. The block API needs none.
 func WithToken(token string) Option { return func(o *options) { o.token = token } }
+
+// WithTLS talks HTTPS to the nodes (clusters run with mutual TLS) and
+// verifies their certificates with cfg; addresses without a scheme then
+// mean https://. Clients need no certificate of their own.
+func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
 
 // WithTimeout bounds each attempt on one node (default DefaultTimeout; 0
 // means no bound but the context's). The whole call is bounded by its
@@ -116,7 +123,7 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{o: o, next: new(atomic.Uint64), hc: o.hc}
 	for _, a := range addrs {
-		base, err := baseURL(a)
+		base, err := baseURL(a, o.tls != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -130,16 +137,21 @@ func New(addrs []string, opts ...Option) (*Client, error) {
 			MaxIdleConns:        512,
 			MaxIdleConnsPerHost: 128, // a benchmark's workers each keep one
 			IdleConnTimeout:     90 * time.Second,
+			TLSClientConfig:     o.tls,
 		}
 		c.hc = &http.Client{Transport: c.own}
 	}
 	return c, nil
 }
 
-func baseURL(addr string) (string, error) {
+func baseURL(addr string, https bool) (string, error) {
 	s := strings.TrimRight(strings.TrimSpace(addr), "/")
 	if !strings.Contains(s, "://") {
-		s = "http://" + s
+		if https {
+			s = "https://" + s
+		} else {
+			s = "http://" + s
+		}
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
@@ -162,7 +174,7 @@ func (c *Client) Node(addr string) *Client {
 	n.own = nil // Close of the copy must not close the shared pool
 	n.next = new(atomic.Uint64)
 	n.o.retries = 0
-	base, err := baseURL(addr)
+	base, err := baseURL(addr, c.o.tls != nil)
 	n.nodes, n.addrs, n.err = []string{base}, []string{addr}, err
 	return &n
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
@@ -96,6 +97,9 @@ func (l *ConnLimiter) Close() error {
 // ConnState tracks which connections are idle; set it as the
 // http.Server's ConnState.
 func (l *ConnLimiter) ConnState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	lc, ok := c.(*limitedConn)
 	if !ok {
 		return

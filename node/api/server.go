@@ -26,6 +26,7 @@ import (
 	"github.com/goblocks/goblocks/node/auth"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/peertls"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/telemetry"
 	"github.com/goblocks/goblocks/node/wire"
@@ -46,13 +47,16 @@ type Options struct {
 	// or not yet known refuses them all.
 	Token *auth.Token
 	// AdminToken, when non-nil, guards /admin/* and /metrics.
-	AdminToken  *auth.Token
-	Coordinator Coordinator
-	Local       storage.Engine // this node's copies, for /internal/*
-	Clock       *hlc.Clock     // observes versions that arrive from peers
-	Metrics     *Metrics
-	Gatherer    prometheus.Gatherer // served on /metrics
-	Logger      zerolog.Logger
+	AdminToken *auth.Token
+	// RequirePeerCert (mutual TLS) serves /internal/* only to requests
+	// that presented a client certificate the cluster's CA signed.
+	RequirePeerCert bool
+	Coordinator     Coordinator
+	Local           storage.Engine // this node's copies, for /internal/*
+	Clock           *hlc.Clock     // observes versions that arrive from peers
+	Metrics         *Metrics
+	Gatherer        prometheus.Gatherer // served on /metrics
+	Logger          zerolog.Logger
 	// Ready reports whether the node may take client requests (e.g. it has
 	// a membership session); nil means always.
 	Ready func() error
@@ -353,9 +357,14 @@ func (s *server) ready() error {
 }
 
 // requireToken guards /internal/*: only peers that present the cluster
-// token may write or read replica copies directly.
+// token (and, with mutual TLS, a certificate of the cluster's CA) may
+// write or read replica copies directly.
 func (s *server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.o.RequirePeerCert && !peertls.PeerVerified(r) {
+			s.fail(w, r, "internal", fmt.Errorf("%w: internal endpoints need a client certificate signed by the cluster's CA (TLSCA)", ErrUnauthorized))
+			return
+		}
 		if err := s.o.Token.Check(r.Header); err != nil {
 			s.fail(w, r, "internal", authError(err))
 			return

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,7 @@ import (
 	"github.com/goblocks/goblocks/node/membership"
 	zkstore "github.com/goblocks/goblocks/node/membership/zk"
 	"github.com/goblocks/goblocks/node/migration"
+	"github.com/goblocks/goblocks/node/peertls"
 	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
@@ -76,6 +78,13 @@ type Node struct {
 func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log.Hook(telemetry.TraceHook{}).With().Str("node", cfg.ReplicaName).Logger(), kill: make(chan struct{}), fatal: make(chan error, 1)}
 	var err error
+	var tlsConf *peertls.Config
+	if files := (peertls.Files{Cert: cfg.TLSCert, Key: cfg.TLSKey, CA: cfg.TLSCA}); files.Enabled() {
+		// Before anything opens: a bad certificate stops the node at once.
+		if tlsConf, err = peertls.Load(files); err != nil {
+			return nil, err
+		}
+	}
 	n.tracing, err = telemetry.NewTracing(context.Background(), telemetry.TracingOptions{
 		URL: cfg.TracesURL(), Protocol: cfg.OTLPProtocol, ServiceName: cfg.ServiceName,
 		Instance: cfg.ReplicaName, Version: cfg.Version,
@@ -98,6 +107,9 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	n.seedClock(clock)
 	n.clusterTok = auth.NewToken(cfg.ClusterToken)
 	peerOpts := transport.Options{Token: n.clusterTok, MaxBlockSize: cfg.BlockSize}
+	if tlsConf != nil {
+		peerOpts.TLS = tlsConf.Client
+	}
 	if n.tracing != nil {
 		peerOpts.Propagator = n.tracing.Propagator
 	}
@@ -179,6 +191,7 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	if cfg.AdminToken != "" {
 		opts.AdminToken = auth.NewToken(cfg.AdminToken)
 	}
+	opts.RequirePeerCert = tlsConf != nil
 	if n.driver != nil {
 		opts.Ready = n.driver.Ready
 		opts.OnTransferReceived = n.driver.Received
@@ -194,6 +207,11 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	}
 	limited := api.NewConnLimiter(ln, cfg.MaxConnections, n.registry)
 	n.listener = limited
+	if tlsConf != nil {
+		// TLS above the limiter: the cap counts connections before their
+		// handshake, so a handshake flood is capped too.
+		n.listener = tls.NewListener(limited, tlsConf.Server)
+	}
 	n.server = api.NewServer(ln.Addr().String(), handler)
 	n.server.ConnState = limited.ConnState
 	return n, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/membership/zk/zktest"
+	"github.com/goblocks/goblocks/node/peertls"
+	"github.com/goblocks/goblocks/node/peertls/peertlstest"
 )
 
 // testCluster runs N nodes in this process, each with its own HTTP server
@@ -28,6 +31,7 @@ import (
 type testCluster struct {
 	t        *testing.T
 	tb       testing.TB
+	scheme   string // of the nodes' URLs: http:// or https://
 	leakBase goleak.Option
 	opts     clusterOpts
 	dir      string
@@ -68,6 +72,9 @@ type clusterOpts struct {
 	// wrapHandler, when set, wraps node i's HTTP handler (fault injection:
 	// stalls, slow replica writes).
 	wrapHandler func(i int, h http.Handler) http.Handler
+	// tls, when set, issues every node a certificate of this CA and runs
+	// the cluster with mutual TLS; the test client trusts the CA.
+	tls *peertlstest.CA
 	// configure, when set, adjusts node i's configuration last (a data
 	// directory on a small filesystem, a connection cap, ...).
 	configure func(i int, cfg *config.Config)
@@ -111,6 +118,15 @@ func startCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	if tt, ok := t.(*testing.T); ok {
 		c.t = tt
 	}
+	c.scheme = "http://"
+	if o.tls != nil {
+		pool, err := peertls.LoadCA(o.tls.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+		c.scheme = "https://"
+	}
 	if o.zk == nil {
 		c.peers = strings.Join(peers, ",")
 	}
@@ -135,6 +151,10 @@ func (c *testCluster) config(t testing.TB, i int, addr string) config.Config {
 		cfg.ClusterToken = testClusterToken
 	}
 	cfg.RequestTimeout = 3 * time.Second
+	if c.opts.tls != nil {
+		files := c.opts.tls.Issue(t, cfg.ReplicaName)
+		cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = files.Cert, files.Key, files.CA
+	}
 	cfg.OTLPEndpoint = c.opts.tracesURL
 	if c.opts.noHints {
 		cfg.HintWindow = 0
@@ -254,7 +274,7 @@ func (c *testCluster) stopAll() {
 }
 
 func (c *testCluster) url(i int, path string) string {
-	return "http://" + c.cfgs[i].ReplicaAddress + path
+	return c.scheme + c.cfgs[i].ReplicaAddress + path
 }
 
 func (c *testCluster) do(method, url string, body []byte, hdr ...string) (int, []byte, http.Header, error) {

@@ -7,6 +7,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/client"
+	"github.com/goblocks/goblocks/node/peertls"
 )
 
 // Exit codes of every subcommand.
@@ -106,6 +108,7 @@ type flags struct {
 	nodes       string
 	timeout     time.Duration
 	token       string
+	ca          string
 	consistency string
 	blockSize   int
 }
@@ -126,6 +129,7 @@ func newFlags(c *command, e Env) *flags {
 	f.StringVar(&f.nodes, "nodes", nodes, "comma-separated node addresses host:port (env GOBLOCKS_NODES)")
 	f.DurationVar(&f.timeout, "timeout", client.DefaultTimeout, "bound of one attempt on one node")
 	f.StringVar(&f.token, "token", e.getenv("AdminToken"), "the nodes' AdminToken, sent as a bearer token (env AdminToken; needed by status and ring when set)")
+	f.StringVar(&f.ca, "ca", e.getenv("TLSCA"), "PEM CA of a cluster that runs mutual TLS: talk HTTPS and verify the nodes with it (env TLSCA)")
 	f.StringVar(&f.consistency, "consistency", "", "one, quorum or all (default: the nodes' configuration)")
 	f.IntVar(&f.blockSize, "block-size", blockSize, "the cluster's block size in bytes (env BlockSize)")
 	return f
@@ -198,8 +202,16 @@ func (f *flags) client(e Env) (*client.Client, int, bool) {
 			addrs = append(addrs, a)
 		}
 	}
-	c, err := client.New(addrs, client.WithTimeout(f.timeout), client.WithToken(f.token),
-		client.WithConsistency(f.consistency), client.WithBlockSize(f.blockSize))
+	opts := []client.Option{client.WithTimeout(f.timeout), client.WithToken(f.token),
+		client.WithConsistency(f.consistency), client.WithBlockSize(f.blockSize)}
+	if f.ca != "" {
+		pool, err := peertls.LoadCA(f.ca)
+		if err != nil {
+			return nil, f.usageError(e, err.Error()), false
+		}
+		opts = append(opts, client.WithTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}))
+	}
+	c, err := client.New(addrs, opts...)
 	if err != nil {
 		return nil, f.usageError(e, err.Error()), false
 	}

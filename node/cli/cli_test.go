@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/internal/testkit"
+	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/peertls/peertlstest"
 )
 
 func randomBytes(t *testing.T, n int) []byte {
@@ -327,4 +329,26 @@ func TestBench(t *testing.T) {
 	if js.Op != "get" || js.Total.Ops == 0 || js.Total.OpsPerSec <= 0 || js.Total.P99 <= 0 || len(js.ByOp) != 1 {
 		t.Errorf("json: %+v", js)
 	}
+}
+
+// Against a cluster that runs mutual TLS, -ca makes the tools talk HTTPS
+// and verify the nodes; without it they get a clear failure.
+func TestToolsTalkTLSWithCA(t *testing.T) {
+	ca := peertlstest.NewCA(t, t.TempDir(), "cluster")
+	c := startClusterWith(t, 3, func(cfg *config.Config) {
+		f := ca.Issue(t, cfg.ReplicaName)
+		cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = f.Cert, f.Key, f.CA
+	})
+	block := randomBytes(t, 4096)
+	file := writeFile(t, block)
+	expect(t, run(t, c.nodes(), nil, "put", "b1", file, "-ca", ca.File), ExitOK, "", "")
+	r := run(t, c.nodes(), nil, "get", "b1", "-ca", ca.File)
+	expect(t, r, ExitOK, "", "")
+	if r.stdout != string(block) {
+		t.Fatal("get over TLS: payload differs")
+	}
+	if r := run(t, c.nodes(), nil, "get", "b1"); r.code == ExitOK {
+		t.Fatalf("plain HTTP to TLS nodes succeeded: %v", r)
+	}
+	expect(t, run(t, c.nodes(), nil, "get", "b1", "-ca", file), ExitUsage, "", "no PEM certificate")
 }

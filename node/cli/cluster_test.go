@@ -26,6 +26,12 @@ type testCluster struct {
 
 func startCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith lets configure adjust each node's configuration.
+func startClusterWith(t *testing.T, n int, configure func(*config.Config)) *testCluster {
+	t.Helper()
 	lns := make([]net.Listener, n)
 	var peers []string
 	c := &testCluster{stops: make([]func(), n)}
@@ -48,6 +54,9 @@ func startCluster(t *testing.T, n int) *testCluster {
 		cfg.Storage = "memory"
 		cfg.DataDir = filepath.Join(dir, cfg.ReplicaName)
 		cfg.RequestTimeout = 3 * time.Second
+		if configure != nil {
+			configure(&cfg)
+		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}

@@ -99,6 +99,11 @@ type Config struct {
 	// AdminToken, when set, is required as a bearer token on /admin/* and
 	// /metrics.
 	AdminToken string
+	// TLSCert, TLSKey and TLSCA (PEM files, all or none) turn on mutual
+	// TLS: the node serves HTTPS, dials peers over TLS with its
+	// certificate, and serves /internal/* only to peers whose certificate
+	// TLSCA signed (the cluster token is still required too).
+	TLSCert, TLSKey, TLSCA string
 	// MinFreeBytes is the free space the data directory must keep: below
 	// it the node refuses writes (507) and keeps serving reads, so a full
 	// disk degrades the node instead of crashing it.
@@ -269,6 +274,9 @@ func (c *Config) Validate() error {
 		if user, pass, ok := strings.Cut(c.ZKAuth, ":"); !ok || user == "" || pass == "" || strings.ContainsAny(c.ZKAuth, " \t\n") {
 			bad("ZKAuth: want user:password without spaces")
 		}
+	}
+	if set := btoi(c.TLSCert != "") + btoi(c.TLSKey != "") + btoi(c.TLSCA != ""); set != 0 && set != 3 {
+		bad("TLSCert, TLSKey and TLSCA must be set together (mutual TLS needs the node's key pair and the cluster's CA)")
 	}
 	if c.AdminToken != "" {
 		if err := auth.Validate(c.AdminToken); err != nil {
@@ -466,6 +474,9 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	str(&c.ClusterToken, "ClusterToken", "bearer token required on /internal/* (16-256 printable bytes; may be empty with ZKAuth)")
 	str(&c.ZKAuth, "ZKAuth", "ZooKeeper digest credentials user:password; znodes get a digest ACL")
 	str(&c.AdminToken, "AdminToken", "bearer token required on /admin/* and /metrics (empty: open)")
+	str(&c.TLSCert, "TLSCert", "PEM certificate of this node (with TLSKey and TLSCA: mutual TLS)")
+	str(&c.TLSKey, "TLSKey", "PEM private key of TLSCert")
+	str(&c.TLSCA, "TLSCA", "PEM CA that signs every node's certificate")
 	boolean(&c.RebuildCorruptStore, "RebuildCorruptStore", "move a store that cannot be opened aside and start empty, refilled from peers")
 	num(&c.MaxConnections, "MaxConnections", "cap on concurrent connections")
 	num(&c.BlockSize, "BlockSize", "exact block payload size in bytes")
@@ -535,4 +546,11 @@ func firstNonLoopbackIP() string {
 		}
 	}
 	return "127.0.0.1"
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -70,6 +70,8 @@ func TestLoadRejects(t *testing.T) {
 		{"token with a space", map[string]string{"ClusterToken": "0123456789 abcdefgh"}, nil, "printable"},
 		{"zookeeper auth without password", map[string]string{"ZKAuth": "goblocks:"}, nil, "ZKAuth"},
 		{"short admin token", map[string]string{"AdminToken": "admin"}, nil, "AdminToken"},
+		{"TLS cert without key and CA", map[string]string{"TLSCert": "/etc/node.pem"}, nil, "TLSCert, TLSKey and TLSCA"},
+		{"TLS without CA", map[string]string{"TLSCert": "/etc/node.pem", "TLSKey": "/etc/key.pem"}, nil, "TLSCert, TLSKey and TLSCA"},
 		{"negative free space", map[string]string{"MinFreeBytes": "-1"}, nil, "MinFreeBytes"},
 		{"tiny connection cap", map[string]string{"MaxConnections": "2"}, nil, "MaxConnections"},
 		{"rebuild not a bool", map[string]string{"RebuildCorruptStore": "yes please"}, nil, "not true or false"},

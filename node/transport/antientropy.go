@@ -17,7 +17,7 @@ import (
 // blocks it shares with self in ring ringID.
 func (c *Client) AntiEntropyDigests(ctx context.Context, addr, self, ringID string) ([]uint64, error) {
 	q := url.Values{"peer": {self}, "ring": {ringID}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+antientropy.PathDigest+"?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+addr+antientropy.PathDigest+"?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -36,7 +36,7 @@ func (c *Client) AntiEntropyEntries(ctx context.Context, addr, self, ringID stri
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+antientropy.PathIDs, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.scheme+addr+antientropy.PathIDs, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

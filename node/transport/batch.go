@@ -100,7 +100,7 @@ func (t Transfers) ApplyBatch(ctx context.Context, addr string, items []storage.
 // post sends a batch request and returns the response when the peer
 // answered 200; the caller drains it.
 func (c *Client) post(ctx context.Context, addr, path string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.scheme+addr+path, body)
 	if err != nil {
 		return nil, err
 	}

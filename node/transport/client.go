@@ -6,6 +6,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,13 +40,17 @@ type Options struct {
 	// instead of shared batches, so the replica's span joins that trace;
 	// unsampled calls keep batching.
 	Propagator propagation.TextMapPropagator
+	// TLS, when set, dials peers over HTTPS with it (mutual TLS: it
+	// carries this node's certificate and the cluster's CA).
+	TLS *tls.Config
 }
 
 // Client calls other nodes' /internal endpoints. It is safe for concurrent
 // use and keeps connections open between calls.
 type Client struct {
-	http  *http.Client
-	token *auth.Token
+	http   *http.Client
+	scheme string // "http://" or "https://"
+	token  *auth.Token
 	max   int
 	prop  propagation.TextMapPropagator
 
@@ -69,7 +74,12 @@ func NewClient(o Options) *Client {
 	if o.MaxBlockSize <= 0 {
 		o.MaxBlockSize = 4096
 	}
-	c := &Client{http: &http.Client{Transport: tr}, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator}
+	scheme := "http://"
+	if o.TLS != nil {
+		tr.TLSClientConfig = o.TLS
+		scheme = "https://"
+	}
+	c := &Client{http: &http.Client{Transport: tr}, scheme: scheme, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator}
 	c.pipes.closing = make(chan struct{})
 	c.pipes.idle = pipelineIdle
 	c.closingCtx, c.closeCtx = context.WithCancel(context.Background())
@@ -92,8 +102,8 @@ func (c *Client) Close() {
 	c.http.CloseIdleConnections()
 }
 
-func blockURL(addr, id string) string {
-	return "http://" + addr + "/internal/block/" + url.PathEscape(id)
+func (c *Client) blockURL(addr, id string) string {
+	return c.scheme + addr + "/internal/block/" + url.PathEscape(id)
 }
 
 func (c *Client) do(req *http.Request) (*http.Response, error) {
@@ -139,7 +149,7 @@ func (c *Client) ApplyOne(ctx context.Context, addr, id string, rec storage.Reco
 	if rec.Tombstone {
 		method = http.MethodDelete
 	}
-	req, err := http.NewRequestWithContext(ctx, method, blockURL(addr, id), bytes.NewReader(rec.Data))
+	req, err := http.NewRequestWithContext(ctx, method, c.blockURL(addr, id), bytes.NewReader(rec.Data))
 	if err != nil {
 		return hlc.Version{}, err
 	}
@@ -178,7 +188,7 @@ func (c *Client) FetchMeta(ctx context.Context, addr, id string) (storage.Meta, 
 
 func (c *Client) get(ctx context.Context, method, addr, id string) (storage.Record, error) {
 	var rec storage.Record
-	req, err := http.NewRequestWithContext(ctx, method, blockURL(addr, id), nil)
+	req, err := http.NewRequestWithContext(ctx, method, c.blockURL(addr, id), nil)
 	if err != nil {
 		return rec, err
 	}
