@@ -51,8 +51,8 @@ type Client struct {
 	http   *http.Client
 	scheme string // "http://" or "https://"
 	token  *auth.Token
-	max   int
-	prop  propagation.TextMapPropagator
+	max    int
+	prop   propagation.TextMapPropagator
 
 	stats      struct{ batches, calls atomic.Int64 }
 	pipes      pipelines
