@@ -265,16 +265,7 @@ func validHdrFor(t *testing.T, data []byte) []string {
 // /health says the store is damaged.
 func TestCorruptTableRepairedByReads(t *testing.T) {
 	c := startCluster(t, 3, clusterOpts{noHints: true})
-	blocks := acked{}
-	c.writeAcked(t, []int{0, 1, 2}, "blk", 200, blocks)
-	for id := range blocks {
-		c.waitVersion(t, id, c.localVersions(id)[0])
-	}
-	flushTables(t, c, 1)
-	c.stop(1)
-	if n := corruptFiles(t, c.cfgs[1].DataDir, "*.sst"); n == 0 {
-		t.Fatal("no table to corrupt")
-	}
+	blocks := c.writeThenCorruptTables(t, 1)
 	c.start(t, 1, nil)
 	damaged := 0
 	for id := range blocks {
@@ -308,16 +299,7 @@ func TestCorruptTableRepairedByReads(t *testing.T) {
 // again (by its supervisor), it rebuilds the store from the replicas.
 func TestDamagedStoreRebuiltAfterRestart(t *testing.T) {
 	c := startCluster(t, 3, clusterOpts{noHints: true})
-	blocks := acked{}
-	c.writeAcked(t, []int{0, 1, 2}, "blk", 200, blocks)
-	for id := range blocks {
-		c.waitVersion(t, id, c.localVersions(id)[0])
-	}
-	flushTables(t, c, 1)
-	c.stop(1)
-	if n := corruptFiles(t, c.cfgs[1].DataDir, "*.sst"); n == 0 {
-		t.Fatal("no table to corrupt")
-	}
+	blocks := c.writeThenCorruptTables(t, 1)
 	c.cfgs[1].RebuildCorruptStore = true
 	ln, err := net.Listen("tcp", c.cfgs[1].ReplicaAddress)
 	if err != nil {
@@ -545,6 +527,23 @@ func TestConnectionFloodKeepsNodeReachable(t *testing.T) {
 	if got := gatheredValue(t, c.nodes[0].Registry(), "blocks_connections_open"); got > max {
 		t.Fatalf("%v connections open, cap %d", got, max)
 	}
+}
+
+// writeThenCorruptTables writes 200 blocks to every replica, stops node i
+// and flips a byte in each of its tables. It returns the blocks written.
+func (c *testCluster) writeThenCorruptTables(t *testing.T, i int) acked {
+	t.Helper()
+	blocks := acked{}
+	c.writeAcked(t, []int{0, 1, 2}, "blk", 200, blocks)
+	for id := range blocks {
+		c.waitVersion(t, id, c.localVersions(id)[0])
+	}
+	flushTables(t, c, i)
+	c.stop(i)
+	if n := corruptFiles(t, c.cfgs[i].DataDir, "*.sst"); n == 0 {
+		t.Fatal("no table to corrupt")
+	}
+	return blocks
 }
 
 // flushTables writes node i's memtable to tables, so corruption can hit
