@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -50,6 +51,9 @@ type cluster struct {
 	nw   *testcontainers.DockerNetwork
 	zk   *testcontainers.DockerContainer
 	http *http.Client
+	// token is the nodes' ClusterToken, which the test's reads of
+	// /internal/* carry.
+	token string
 
 	mu    sync.Mutex
 	nodes []*node // in start order
@@ -75,7 +79,7 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := &cluster{t: t, opts: o, http: &http.Client{
+	c := &cluster{t: t, opts: o, token: rand.Text(), http: &http.Client{
 		Transport: &http.Transport{MaxIdleConnsPerHost: 32, MaxIdleConns: 256},
 		Timeout:   10 * time.Second, // above the nodes' RequestTimeout (5s)
 	}}
@@ -131,9 +135,12 @@ func (c *cluster) nodeEnv(name string) map[string]string {
 		"LeaveTimeout":      leaveBudget.String(),
 		"LogLevel":          "info",
 		"DataDir":           "/data",
-		// As compose runs: digest ACLs and a cluster token shared
-		// through ZooKeeper.
+		// Digest ACLs as compose runs. The token is set rather than
+		// generated and shared through ZooKeeper (as compose does) so the
+		// test can read copies through /internal/*; the in-process
+		// ZooKeeper tests cover the generated token.
 		"ZKAuth":              "goblocks:e2e-zookeeper-password",
+		"ClusterToken":        c.token,
 		"RebuildCorruptStore": "true",
 	}
 	for k, v := range c.opts.env {
@@ -434,6 +441,9 @@ func (c *cluster) do(method, url string, body []byte) (int, []byte, http.Header,
 	req, err := http.NewRequest(method, url, rd)
 	if err != nil {
 		return 0, nil, nil, err
+	}
+	if strings.Contains(url, "/internal/") {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
