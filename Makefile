@@ -13,7 +13,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build deps test test-race lint bench bench-cluster jepsen run fuzz clean
+.PHONY: all build deps test test-race lint bench bench-cluster bench-memory jepsen run fuzz clean
 
 all: build
 
@@ -53,6 +53,10 @@ bench:
 SITTING ?= ../shared/bench/sitting.sh
 bench-cluster: build
 	NODE_ENV="ClusterToken=$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n') $(NODE_ENV)" $(SITTING) $(BIN) $(or $(BENCH_SECONDS),8) $(or $(BENCH_CLIENTS),32)
+
+# Resident memory of each node of a loaded 3-node cluster.
+bench-memory: build
+	scripts/bench-memory.sh $(BIN) $(or $(BENCH_SECONDS),8)
 
 # The long linearizability check: every fault, four rounds (make test runs
 # one short round).
