@@ -15,9 +15,12 @@ range=${1:?usage: rewind-ports.sh FIRST-LAST IMAGE}
 image=${2:?usage: rewind-ports.sh FIRST-LAST IMAGE}
 first=${range%-*} last=${range#*-}
 for ((i = first; i <= last; i++)); do
+  # A throwaway token: a node refuses to start without one, and a probe
+  # that exited has no port to report.
   id=$(docker run -d -p "$range:3000" -e Peers=probe=127.0.0.1:3000 -e ReplicaName=probe \
-    -e Storage=memory -e DataDir=/tmp --health-cmd NONE --entrypoint /goblocks "$image" node 2>/dev/null) || exit 0
-  port=$(docker port "$id" 3000/tcp 2>/dev/null | head -n1 | sed 's/.*://')
+    -e ClusterToken=rewind-ports-probe-only -e Storage=memory -e DataDir=/tmp \
+    --health-cmd NONE --entrypoint /goblocks "$image" node 2>/dev/null) || exit 0
+  port=$(docker port "$id" 3000/tcp 2>/dev/null | head -n1 | sed 's/.*://') || port=""
   docker rm -f "$id" >/dev/null
   # Empty port: the container died; nothing more to learn.
   [ -n "$port" ] && [ "$port" != "$last" ] || exit 0
