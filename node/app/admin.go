@@ -2,7 +2,10 @@ package app
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/pprof"
+	rp "runtime/pprof"
 	"strconv"
 
 	"github.com/gorilla/mux"
@@ -64,6 +67,21 @@ func (n *Node) adminRoutes(r *mux.Router) {
 		writeAdminJSON(w, n.RingStatus())
 	}})
 	ui.Register(r) // GET /ui: the operator page, drawn from the two endpoints above
+	// Go profiles, under /admin so AdminToken guards them: CPU
+	// (/admin/pprof/profile?seconds=N), execution trace, and the runtime's
+	// named profiles (heap, allocs, goroutine, block, mutex, ...).
+	r.HandleFunc("/admin/pprof/profile", pprof.Profile)
+	r.HandleFunc("/admin/pprof/trace", pprof.Trace)
+	r.HandleFunc("/admin/pprof/{name}", func(w http.ResponseWriter, r *http.Request) {
+		name := mux.Vars(r)["name"]
+		if rp.Lookup(name) == nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("no profile %q", name), "code": "no_profile"})
+			return
+		}
+		pprof.Handler(name).ServeHTTP(w, r)
+	})
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/internal/testkit"
+	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 )
 
@@ -272,4 +273,27 @@ func TestHintedHandoffCatchesUpAReturningReplica(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Go profiles sit under /admin, so AdminToken guards them like the rest.
+func TestProfilesNeedAdminToken(t *testing.T) {
+	const admin = "admin-token-0123456789"
+	c := startCluster(t, 1, clusterOpts{storage: "memory", rf: 1, configure: func(_ int, cfg *config.Config) { cfg.AdminToken = admin }})
+	bearer := []string{"Authorization", "Bearer " + admin}
+	for _, tc := range []struct {
+		path   string
+		hdr    []string
+		status int
+	}{
+		{"/admin/pprof/heap", nil, http.StatusUnauthorized},
+		{"/admin/pprof/profile?seconds=1", nil, http.StatusUnauthorized},
+		{"/admin/pprof/heap", bearer, http.StatusOK},
+		{"/admin/pprof/goroutine?debug=1", bearer, http.StatusOK},
+		{"/admin/pprof/nope", bearer, http.StatusNotFound},
+	} {
+		status, body, _, err := c.do(http.MethodGet, c.url(0, tc.path), nil, tc.hdr...)
+		if err != nil || status != tc.status {
+			t.Errorf("GET %s (token %v): %d %.80s %v, want %d", tc.path, tc.hdr != nil, status, body, err, tc.status)
+		}
+	}
 }
