@@ -126,7 +126,7 @@ func (o *Options) pebbleOptions(cache *pebbledb.Cache, f *faults) (*pebbledb.Opt
 		EventListener:            f.eventListener(),
 		ReadOnly:                 o.ReadOnly,
 		// L0 thresholds stay at pebble's defaults (compact at 4 files, stop
-		// writes at 12): with 64 MiB memtables that is ample headroom.
+		// writes at 12): with 32 MiB memtables that is ample headroom.
 	}
 	// Every first write of a block probes for an m/ key that does not
 	// exist; bloom filters answer those misses without reading data blocks.
