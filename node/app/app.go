@@ -193,7 +193,12 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	}
 	opts.RequirePeerCert = tlsConf != nil
 	if n.driver != nil {
-		opts.Ready = n.driver.Ready
+		opts.Ready = func() error {
+			if err := n.driver.Ready(); err != nil {
+				return fmt.Errorf("%w: %w", replication.ErrUnavailable, err)
+			}
+			return nil
+		}
 		opts.OnTransferReceived = n.driver.Received
 	}
 	handler := api.NewHandler(opts)
@@ -303,7 +308,7 @@ func (n *Node) staticMembership() error {
 	if err != nil {
 		return err
 	}
-	n.coord.SetView(replication.View{Current: r, RF: n.cfg.ReplicationFactor})
+	n.coord.SetView(ring.View{Current: r, RF: n.cfg.ReplicationFactor})
 	return nil
 }
 

@@ -15,7 +15,6 @@ import (
 
 	"github.com/goblocks/goblocks/node/membership"
 	"github.com/goblocks/goblocks/node/pace"
-	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 )
@@ -27,7 +26,7 @@ type Options struct {
 	Store   membership.Store
 	Engine  storage.Engine
 	Sender  Sender
-	SetView func(replication.View) // blocks until old-view writes finished
+	SetView func(ring.View) // blocks until old-view writes finished
 	// StaleGrace keeps moved-away copies readable; TombstoneGrace keeps
 	// tombstones (longer: a tombstone must outlive any lagging copy).
 	StaleGrace, TombstoneGrace time.Duration
@@ -66,7 +65,7 @@ type Driver struct {
 	snap           membership.Snapshot
 	local          Local
 	status         Status
-	view           replication.View
+	view           ring.View
 	hasView        bool
 	progress       *Progress
 	roundStart     time.Time
@@ -149,8 +148,11 @@ func (d *Driver) Run(ctx context.Context) error {
 	}
 }
 
+// ErrNoRing is Ready's answer before the first committed ring arrived.
+var ErrNoRing = errors.New("migration: no committed ring yet")
+
 // Ready reports whether the node may coordinate requests: it has a session
-// and routes by a committed ring.
+// and routes by a committed ring. The error says why not.
 func (d *Driver) Ready() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -159,14 +161,14 @@ func (d *Driver) Ready() error {
 		// membership: the ring stays valid until the session could have
 		// expired, and no ring change can commit without this node before.
 		if d.o.SessionValid == nil {
-			return fmt.Errorf("%w: %w", replication.ErrUnavailable, membership.ErrNoSession)
+			return membership.ErrNoSession
 		}
 		if err := d.o.SessionValid(); err != nil {
-			return fmt.Errorf("%w: %w", replication.ErrUnavailable, err)
+			return err
 		}
 	}
 	if !d.hasView {
-		return fmt.Errorf("%w: %w", replication.ErrUnavailable, replication.ErrNoView)
+		return ErrNoRing
 	}
 	return nil
 }
@@ -259,7 +261,7 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 		prevEpoch := d.local.ViewEpoch
 		roundID, started, prog := d.roundID, d.roundStart, d.progress
 		d.mu.Unlock()
-		v := replication.View{Current: r, RF: d.o.RF}
+		v := ring.View{Current: r, RF: d.o.RF}
 		d.o.SetView(v)
 		d.mu.Lock()
 		d.view, d.hasView = v, true
@@ -306,7 +308,7 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 		if err != nil {
 			return err
 		}
-		v := replication.View{Current: cur, Target: target, RF: d.o.RF}
+		v := ring.View{Current: cur, Target: target, RF: d.o.RF}
 		d.o.SetView(v) // waits for old-view writes
 		d.mu.Lock()
 		d.view = v

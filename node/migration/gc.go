@@ -3,7 +3,7 @@ package migration
 import (
 	"time"
 
-	"github.com/goblocks/goblocks/node/replication"
+	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 )
 
@@ -23,7 +23,7 @@ type GCStats struct {
 // past the grace period and tombstones past the tombstone grace period are
 // removed. Every change is conditional on the version read, so a write
 // racing the pass wins.
-func reconcile(eng storage.Engine, v replication.View, self string, now time.Time, grace, tombstoneGrace time.Duration) (GCStats, error) {
+func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration) (GCStats, error) {
 	var st GCStats
 	var firstErr error
 	owned := func(id string) bool {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,22 +29,53 @@ type Progress struct {
 	SentBytes     atomic.Int64
 }
 
-// handovers returns the new owners of id that must receive this node's
-// copy: none unless this node is an owner in the old ring. Every old owner
-// sends (not one designated sender): a quorum-acknowledged write may have
-// missed any single old owner, and receivers apply by version, so the
-// redundancy is what makes the hand-over lossless.
-func handovers(old, target *ring.Ring, rf int, self, id string) []ring.Member {
-	if !old.IsOwner(self, id, rf) {
+// sendPlan is the part of ring.Diff(old, target) this node executes: the
+// arcs whose old owners include it, each with the new owners it must send
+// to. Every old owner sends (not one designated sender): a
+// quorum-acknowledged write may have missed any single old owner, and
+// receivers apply by version, so the redundancy is what makes the
+// hand-over lossless.
+type sendPlan struct {
+	moves []ring.Move // in ring order (ascending Range.End)
+	dests [][]ring.Member
+}
+
+func newSendPlan(old, target *ring.Ring, rf int, self string) sendPlan {
+	var p sendPlan
+	for _, mv := range ring.Diff(old, target, rf) {
+		if !slices.Contains(mv.From, self) {
+			continue
+		}
+		to := make([]ring.Member, 0, len(mv.To))
+		for _, name := range mv.To {
+			if m, ok := target.Member(name); ok {
+				to = append(to, m)
+			}
+		}
+		p.moves = append(p.moves, mv)
+		p.dests = append(p.dests, to)
+	}
+	return p
+}
+
+// destinations returns the new owners that must receive this node's copy
+// of id; nil when id's owners gain nobody or this node was not one of them.
+func (p sendPlan) destinations(id string) []ring.Member {
+	if len(p.moves) == 0 {
 		return nil
 	}
-	var out []ring.Member
-	for _, m := range target.Owners(id, rf) {
-		if !old.IsOwner(m.Name, id, rf) {
-			out = append(out, m)
-		}
+	pos := ring.Position(id)
+	// Arcs are disjoint and ordered by their end: the first arc ending at
+	// or after pos is the only candidate, except for the arc that wraps
+	// past zero, which comes first.
+	i := sort.Search(len(p.moves), func(i int) bool { return p.moves[i].Range.End >= pos })
+	if i < len(p.moves) && p.moves[i].Contains(pos) {
+		return p.dests[i]
 	}
-	return out
+	if p.moves[0].Contains(pos) {
+		return p.dests[0]
+	}
+	return nil
 }
 
 // transfer scans the local engine and streams every block this node must
@@ -98,8 +131,9 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 			return false
 		}
 	}
+	plan := newSendPlan(old, target, rf, self)
 	scanErr := eng.Scan("", func(id string, _ storage.Meta) bool {
-		for _, m := range handovers(old, target, rf, self, id) {
+		for _, m := range plan.destinations(id) {
 			d := destFor(m)
 			d.ids = append(d.ids, id)
 			p.PlannedBlocks.Add(1)

@@ -42,13 +42,6 @@ type Peers interface {
 	FetchMeta(ctx context.Context, addr, id string) (storage.Meta, error)
 }
 
-// View is the routing snapshot one request uses. Target is non-nil while
-// a migration towards it runs: writes then go to the owners of both rings.
-type View struct {
-	Current *ring.Ring
-	Target  *ring.Ring
-	RF      int
-}
 
 // Options configure a Coordinator.
 type Options struct {
@@ -128,7 +121,7 @@ type Coordinator struct {
 	// fetchLatency tracks replica read latency for speculative reads.
 	fetchLatency *latencyTracker
 
-	view atomic.Pointer[View]
+	view atomic.Pointer[ring.View]
 	// viewMu is held shared by every write until it has its quorum, and
 	// exclusively by SetView: when SetView returns, no write that routed
 	// by an older view is still waiting for acknowledgements.
@@ -143,14 +136,14 @@ var ErrNoView = errors.New("replication: no ring yet")
 // rely on this: after a node switches to a dual-ring view, every write it
 // acknowledged on the old view is on a quorum of the old owners, where the
 // transfer scan will find it.
-func (c *Coordinator) SetView(v View) {
+func (c *Coordinator) SetView(v ring.View) {
 	c.viewMu.Lock()
 	c.view.Store(&v)
 	c.viewMu.Unlock()
 }
 
 // View returns the current routing view (nil before the first SetView).
-func (c *Coordinator) View() *View { return c.view.Load() }
+func (c *Coordinator) View() *ring.View { return c.view.Load() }
 
 // New returns a coordinator. It starts no goroutine until a request does.
 func New(o Options) *Coordinator {
@@ -216,7 +209,7 @@ func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl c
 	if v == nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, ErrNoView)
 	}
-	old, pending := v.owners(id)
+	old, pending := v.Owners(id)
 	q := newQuorum(cl.Required, names(old), names(pending))
 	targets := c.localFirst(unionMembers(old, pending))
 	results := make(chan outcome, len(targets))
@@ -294,7 +287,7 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 	if v == nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, ErrNoView)
 	}
-	old, pending := v.owners(id)
+	old, pending := v.Owners(id)
 	q := newQuorum(cl.Required, names(old), names(pending))
 	targets := unionMembers(old, pending)
 	results := make(chan outcome, len(targets))
@@ -340,7 +333,7 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 	if v == nil {
 		return storage.Record{}, fmt.Errorf("%w: %w", ErrUnavailable, ErrNoView)
 	}
-	old, pending := v.owners(id)
+	old, pending := v.Owners(id)
 	if v.Target != nil {
 		return c.getMigrating(ctx, id, cl, old, pending)
 	}
@@ -741,16 +734,6 @@ func (c *Coordinator) localFirst(ms []ring.Member) []ring.Member {
 		}
 	}
 	return out
-}
-
-func (v View) owners(id string) (old, pending []ring.Member) {
-	if v.Current != nil {
-		old = v.Current.Owners(id, v.RF)
-	}
-	if v.Target != nil {
-		pending = v.Target.Owners(id, v.RF)
-	}
-	return old, pending
 }
 
 func names(ms []ring.Member) []string {

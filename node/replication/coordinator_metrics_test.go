@@ -576,7 +576,7 @@ func mxRun(t *testing.T, tc mxCase, id string) {
 			c.Close()
 		}
 	})
-	c.SetView(View{Current: rg, RF: 3})
+	c.SetView(ring.View{Current: rg, RF: 3})
 
 	before, beforeTotals := mxRead(metrics), mxFamilyTotals(t, reg)
 	ctx := context.Background()

@@ -99,7 +99,7 @@ func lzCoordinator(t *testing.T, p *lzPeers, self string, wall func() time.Time,
 		ReadConsistency: config.Quorum, WriteConsistency: config.Quorum,
 		ReplicaTimeout: time.Minute, Logger: zerolog.Nop(), Metrics: metrics, ReadRepair: mode,
 	})
-	c.SetView(View{Current: rg, RF: 3})
+	c.SetView(ring.View{Current: rg, RF: 3})
 	t.Cleanup(c.Close)
 	return c, metrics
 }
