@@ -42,7 +42,6 @@ type Peers interface {
 	FetchMeta(ctx context.Context, addr, id string) (storage.Meta, error)
 }
 
-
 // Options configure a Coordinator.
 type Options struct {
 	Self             string
