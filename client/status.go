@@ -18,11 +18,15 @@ type Health struct {
 // NodeStatus is GET /admin/cluster: one node's view of the cluster and
 // what it stores itself.
 type NodeStatus struct {
-	Node      string   `json:"node"`
-	Addr      string   `json:"addr"`
-	Blocks    int64    `json:"blocks"` // copies stored on this node (owned and stale)
-	Connected bool     `json:"connected"`
-	Members   []Member `json:"members"`
+	Node   string `json:"node"`
+	Addr   string `json:"addr"`
+	Blocks int64  `json:"blocks"` // copies stored on this node (owned and stale)
+	// OwnedBlocks and StaleBlocks split Blocks as of the node's last GC
+	// pass (it runs at every ring swap).
+	OwnedBlocks int64    `json:"owned_blocks"`
+	StaleBlocks int64    `json:"stale_blocks"`
+	Connected   bool     `json:"connected"`
+	Members     []Member `json:"members"`
 	// RingMembers are the nodes of the committed ring (they own data);
 	// Members also lists nodes that joined but own nothing yet.
 	RingMembers  []string            `json:"ring_members"`

@@ -23,6 +23,11 @@ type NodeStatus struct {
 	migration.ClusterStatus
 	Addr   string `json:"addr"`
 	Blocks int64  `json:"blocks"` // copies stored here (owned and stale)
+	// OwnedBlocks and StaleBlocks split Blocks as of the last GC pass
+	// (which runs at every ring swap): stale copies moved away and are
+	// collected when the grace period ends.
+	OwnedBlocks int64 `json:"owned_blocks"`
+	StaleBlocks int64 `json:"stale_blocks"`
 }
 
 // RingStatus is GET /admin/ring: the ring this node routes by (and the
@@ -61,7 +66,7 @@ type RingVNode struct {
 
 func (n *Node) adminRoutes(r *mux.Router) {
 	r.Handle("/admin/cluster", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
-		writeAdminJSON(w, NodeStatus{ClusterStatus: n.ClusterStatus(), Addr: n.cfg.AdvertiseAddress(), Blocks: int64(n.engine.Count())})
+		writeAdminJSON(w, n.nodeStatus())
 	}})
 	r.Handle("/admin/ring", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
 		writeAdminJSON(w, n.RingStatus())
@@ -82,6 +87,13 @@ func (n *Node) adminRoutes(r *mux.Router) {
 		}
 		pprof.Handler(name).ServeHTTP(w, r)
 	})
+}
+
+func (n *Node) nodeStatus() NodeStatus {
+	cs := n.ClusterStatus()
+	blocks := int64(n.engine.Count())
+	stale := min(cs.GC.Stale, blocks)
+	return NodeStatus{ClusterStatus: cs, Addr: n.cfg.AdvertiseAddress(), Blocks: blocks, OwnedBlocks: blocks - stale, StaleBlocks: stale}
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/goblocks/goblocks/internal/testkit"
+	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/membership/zk/zktest"
 	"github.com/goblocks/goblocks/node/migration"
 	"github.com/goblocks/goblocks/node/storage"
@@ -521,4 +522,48 @@ func gatheredValue(t *testing.T, reg *prometheus.Registry, name string, labels .
 		}
 	}
 	return 0
+}
+
+// Copies that moved away turn stale at the ring swap and are collected
+// when the grace period ends, not at the next periodic pass: with an hour
+// between passes, only the expiry timer can collect them.
+func TestStaleCopiesCollectedAtGraceEnd(t *testing.T) {
+	const grace = 2 * time.Second
+	c := zkCluster(t, 3, clusterOpts{grace: grace, configure: func(_ int, cfg *config.Config) { cfg.GCInterval = time.Hour }})
+	pre := preload(t, c, 300)
+	c.waitStable(t, 3)
+	c.addNode(t)
+	c.waitStable(t, 4)
+	swapped := time.Now()
+	testkit.Eventually(t, 30*time.Second, func() error {
+		var stale, collected float64
+		for _, i := range c.running() {
+			stale += gatheredValue(t, c.nodes[i].Registry(), "blocks_stale_count")
+			collected += gatheredValue(t, c.nodes[i].Registry(), "blocks_gc_collected_total")
+		}
+		if stale != 0 || collected == 0 {
+			return fmt.Errorf("stale %v, collected %v", stale, collected)
+		}
+		return nil
+	})
+	t.Logf("stale copies collected %.1fs after the swap (grace %v, GC interval 1h)", time.Since(swapped).Seconds(), grace)
+	c.checkPlacement(t, keys(pre))
+	// /admin/cluster splits what each node stores into owned and stale.
+	var owned int64
+	for _, i := range c.running() {
+		st := c.nodes[i].nodeStatus()
+		if st.StaleBlocks != 0 || st.OwnedBlocks != st.Blocks {
+			t.Errorf("n%d: blocks %d, owned %d, stale %d after collection", i, st.Blocks, st.OwnedBlocks, st.StaleBlocks)
+		}
+		owned += st.OwnedBlocks
+	}
+	if want := int64(3 * len(pre)); owned != want {
+		t.Errorf("owned copies %d across the cluster, want RF x %d = %d", owned, len(pre), want)
+	}
+	for id, want := range pre {
+		got, _, err := c.get(0, id)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s after collection: %v", id, err)
+		}
+	}
 }

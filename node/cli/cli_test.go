@@ -155,7 +155,7 @@ func TestStatus(t *testing.T) {
 	// Only one address given: the others are found in its member list.
 	r := run(t, c.addrs[2], nil, "status")
 	expect(t, r, ExitOK, "epoch:", "")
-	for _, want := range []string{"view of:    n2", "migrating:  no, pending: no", "NAME", "BLOCKS"} {
+	for _, want := range []string{"view of:    n2", "migrating:  no, pending: no", "NAME", "OWNED", "STALE"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("status output lacks %q:\n%s", want, r.stdout)
 		}

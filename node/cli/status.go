@@ -179,18 +179,18 @@ func printStatus(e Env, view *client.NodeStatus, rows []memberStatus) {
 	}
 	fmt.Fprintln(w)
 	t := newTable(w)
-	fmt.Fprintln(t, "NAME\tADDR\tHEALTH\tEPOCH\tBLOCKS\tSTALE\tTRANSFER")
+	fmt.Fprintln(t, "NAME\tADDR\tHEALTH\tEPOCH\tOWNED\tSTALE\tTRANSFER")
 	for _, r := range rows {
-		epoch, blocks, stale, transfer := "-", "-", "-", "-"
+		epoch, owned, stale, transfer := "-", "-", "-", "-"
 		if st := r.Status; st != nil {
 			epoch = fmt.Sprint(st.ViewEpoch)
-			blocks = fmt.Sprint(st.Blocks)
-			stale = fmt.Sprint(st.GC.Stale)
+			owned = fmt.Sprint(st.OwnedBlocks)
+			stale = fmt.Sprint(st.StaleBlocks)
 			if tr := st.Transfer; st.Migrating || tr.PlannedBlocks+tr.ReceivedBlocks > 0 {
 				transfer = fmt.Sprintf("sent %d/%d, received %d", tr.SentBlocks, tr.PlannedBlocks, tr.ReceivedBlocks)
 			}
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Health, epoch, blocks, stale, transfer)
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Health, epoch, owned, stale, transfer)
 	}
 	_ = t.Flush()
 }

@@ -425,17 +425,23 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// gcLoop reconciles local copies with the view after every ring swap and
-// every GCInterval.
+// gcLoop reconciles local copies with the view after every ring swap (so
+// moved-away copies turn stale at the swap), every GCInterval, and when
+// the first stale copy reaches the grace period (so it is collected then,
+// not up to a GCInterval later).
 func (d *Driver) gcLoop(ctx context.Context) {
 	t := time.NewTicker(d.o.GCInterval)
 	defer t.Stop()
+	expiry := time.NewTimer(time.Hour)
+	expiry.Stop()
+	defer expiry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-d.gc:
+		case <-expiry.C:
 		}
 		d.mu.Lock()
 		v, ok := d.view, d.hasView
@@ -443,7 +449,12 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		st, err := reconcile(d.o.Engine, v, d.o.Self.Name, time.Now(), d.o.StaleGrace, d.o.TombstoneGrace)
+		st, next, err := reconcile(d.o.Engine, v, d.o.Self.Name, time.Now(), d.o.StaleGrace, d.o.TombstoneGrace)
+		if !next.IsZero() {
+			// A little past the expiry, so the copy is past the grace when
+			// the pass reads the clock; never a busy loop.
+			expiry.Reset(max(time.Until(next), 0) + gcExpirySlack)
+		}
 		d.o.Metrics.GCRuns.Inc()
 		d.o.Metrics.StaleBlocks.Set(float64(st.Stale))
 		d.o.Metrics.Collected.Add(float64(st.Collected))
@@ -461,6 +472,10 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		d.mu.Unlock()
 	}
 }
+
+// gcExpirySlack is how long after a stale copy's grace period ends the
+// pass that collects it runs.
+const gcExpirySlack = 100 * time.Millisecond
 
 // ClusterStatus is what GET /admin/cluster shows.
 type ClusterStatus struct {

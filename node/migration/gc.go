@@ -22,17 +22,23 @@ type GCStats struct {
 // stay readable); stale copies it owns again become owned; stale copies
 // past the grace period and tombstones past the tombstone grace period are
 // removed. Every change is conditional on the version read, so a write
-// racing the pass wins.
-func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration) (GCStats, error) {
-	var st GCStats
+// racing the pass wins. next is when the first stale copy left by the pass
+// reaches the grace period (zero when none is left), so the caller can
+// collect it then rather than at its next periodic pass.
+func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration) (st GCStats, next time.Time, err error) {
 	var firstErr error
+	expires := func(staleSince time.Time) {
+		if t := staleSince.Add(grace); next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
 	owned := func(id string) bool {
 		if v.Current != nil && v.Current.IsOwner(self, id, v.RF) {
 			return true
 		}
 		return v.Target != nil && v.Target.IsOwner(self, id, v.RF)
 	}
-	err := eng.Scan("", func(id string, m storage.Meta) bool {
+	err = eng.Scan("", func(id string, m storage.Meta) bool {
 		st.Scanned++
 		var err error
 		switch {
@@ -55,6 +61,7 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 			if ok, err = eng.MarkStale(id, m.Version, now); ok {
 				st.MarkedStale++
 				st.Stale++
+				expires(now)
 			}
 		case now.Sub(m.StaleSince) >= grace:
 			var ok bool
@@ -63,6 +70,7 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 			}
 		default:
 			st.Stale++
+			expires(m.StaleSince)
 		}
 		if err != nil && firstErr == nil {
 			firstErr = err
@@ -70,7 +78,7 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 		return true
 	})
 	if err != nil {
-		return st, err
+		return st, next, err
 	}
-	return st, firstErr
+	return st, next, firstErr
 }
