@@ -143,3 +143,29 @@ func (s *server) batchFetch(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = bw.Flush()
 }
+
+// batchMeta answers the metadata of each id in order (wire.PathBatchMeta):
+// the version query every write starts with, for many writes in one
+// request and without reading payloads.
+func (s *server) batchMeta(w http.ResponseWriter, r *http.Request) {
+	ids, err := wire.DecodeIDs(r.Body, ValidateID)
+	if err != nil {
+		s.fail(w, r, "internalget", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	out := make([]byte, 0, len(ids)*32)
+	for _, id := range ids {
+		m, err := s.o.Local.GetMeta(id)
+		switch {
+		case err == nil:
+			out = wire.AppendMeta(append(out, wire.FetchFound), m)
+		case errors.Is(err, storage.ErrNotFound):
+			out = append(out, wire.FetchAbsent)
+		default:
+			s.o.Logger.Warn().Err(err).Str("block_id", id).Msg("local copy unreadable")
+			out = append(out, wire.FetchCorrupt)
+		}
+	}
+	_, _ = w.Write(out)
+}

@@ -79,6 +79,10 @@ func TestBadInputRejectedAndChangesNothing(t *testing.T) {
 		{"batch apply get", "GET", "/internal/batch/apply", nil, auth, 405, "method_not_allowed"},
 		{"batch fetch bad id", "POST", "/internal/batch/fetch", []byte("ok\nb/d"), auth, 400, "invalid_id"},
 		{"batch fetch too many", "POST", "/internal/batch/fetch", []byte(strings.Repeat("x\n", 300)), auth, 400, "malformed"},
+		{"batch meta bad id", "POST", "/internal/batch/meta", []byte("ok\nb/d"), auth, 400, "invalid_id"},
+		{"batch meta too many", "POST", "/internal/batch/meta", []byte(strings.Repeat("x\n", 300)), auth, 400, "malformed"},
+		{"batch meta without token", "POST", "/internal/batch/meta", []byte("keep"), nil, 401, "unauthorized"},
+		{"batch meta get", "GET", "/internal/batch/meta", nil, auth, 405, "method_not_allowed"},
 		{"internal unknown", "GET", "/internal/nothing", nil, auth, 404, "no_route"},
 	}
 	for _, tc := range tests {

@@ -373,7 +373,7 @@ func (d *Driver) startTransfer(ctx context.Context, b membership.Barrier) {
 		defer d.transfers.Done()
 		start := time.Now()
 		sentBlocks, sentBytes := p.SentBlocks.Load(), p.SentBytes.Load()
-		err := transfer(tctx, d.o.Engine, old, target, d.o.RF, d.o.Self.Name, d.o.Sender, d.o.TransferRate, p)
+		err := transfer(tctx, d.o.Engine, old, target, d.o.RF, d.o.Self.Name, b.Participants, d.o.Sender, d.o.TransferRate, p)
 		blocks, bytes := p.SentBlocks.Load()-sentBlocks, p.SentBytes.Load()-sentBytes
 		d.o.Metrics.SentBlocks.Add(float64(blocks))
 		d.o.Metrics.SentBytes.Add(float64(bytes))

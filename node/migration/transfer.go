@@ -16,10 +16,14 @@ import (
 	"github.com/goblocks/goblocks/node/wire"
 )
 
-// Sender streams a batch of records to a peer, which applies them if
-// newer (transport.Client). Safe for concurrent use.
+// Sender reaches the peers of a transfer (transport.Client): it streams
+// batches of records to a new owner, which applies them if newer, and
+// reads the versions (and, when newer, the records) the other old owners
+// hold. Safe for concurrent use.
 type Sender interface {
 	ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error)
+	MetaBatch(ctx context.Context, addr string, ids []string) ([]wire.MetaReply, error)
+	FetchBatch(ctx context.Context, addr string, ids []string) ([]wire.FetchReply, error)
 }
 
 // Progress counts a transfer. Safe for concurrent use.
@@ -30,20 +34,29 @@ type Progress struct {
 }
 
 // sendPlan is the part of ring.Diff(old, target) this node executes: the
-// arcs whose old owners include it, each with the new owners it must send
-// to. Every old owner sends (not one designated sender): a
-// quorum-acknowledged write may have missed any single old owner, and
-// receivers apply by version, so the redundancy is what makes the
-// hand-over lossless.
+// arcs for which it is the designated sender, each with the new owners to
+// send to and the other old owners to consult.
+//
+// Each moved block is sent once: by the first old owner of its arc (in the
+// old ring's preference order) that takes part in the round; the other old
+// owners stand by (if the sender dies the round aborts and the next one
+// designates another). A quorum-acknowledged write may have missed the
+// sender, so before sending a batch the sender asks every other live old
+// owner for the version it holds, and sends the newest record there is.
+// Transfers start only once every participant routes writes to old and new
+// owners (and drained its old-view writes), so a write acknowledged after
+// that question reaches the new owner directly.
 type sendPlan struct {
-	moves []ring.Move // in ring order (ascending Range.End)
-	dests [][]ring.Member
+	moves  []ring.Move // in ring order (ascending Range.End)
+	dests  [][]ring.Member
+	others [][]ring.Member // live old owners other than this node, per move
 }
 
-func newSendPlan(old, target *ring.Ring, rf int, self string) sendPlan {
+func newSendPlan(old, target *ring.Ring, rf int, self string, participants []string) sendPlan {
 	var p sendPlan
 	for _, mv := range ring.Diff(old, target, rf) {
-		if !slices.Contains(mv.From, self) {
+		i := slices.IndexFunc(mv.From, func(n string) bool { return slices.Contains(participants, n) })
+		if i < 0 || mv.From[i] != self {
 			continue
 		}
 		to := make([]ring.Member, 0, len(mv.To))
@@ -52,17 +65,23 @@ func newSendPlan(old, target *ring.Ring, rf int, self string) sendPlan {
 				to = append(to, m)
 			}
 		}
+		var others []ring.Member
+		for _, name := range mv.From[i+1:] {
+			if m, ok := old.Member(name); ok && slices.Contains(participants, name) {
+				others = append(others, m)
+			}
+		}
 		p.moves = append(p.moves, mv)
 		p.dests = append(p.dests, to)
+		p.others = append(p.others, others)
 	}
 	return p
 }
 
-// destinations returns the new owners that must receive this node's copy
-// of id; nil when id's owners gain nobody or this node was not one of them.
-func (p sendPlan) destinations(id string) []ring.Member {
+// lookup returns the index of the planned move holding id, or -1.
+func (p sendPlan) lookup(id string) int {
 	if len(p.moves) == 0 {
-		return nil
+		return -1
 	}
 	pos := ring.Position(id)
 	// Arcs are disjoint and ordered by their end: the first arc ending at
@@ -70,10 +89,28 @@ func (p sendPlan) destinations(id string) []ring.Member {
 	// past zero, which comes first.
 	i := sort.Search(len(p.moves), func(i int) bool { return p.moves[i].Range.End >= pos })
 	if i < len(p.moves) && p.moves[i].Contains(pos) {
-		return p.dests[i]
+		return i
 	}
 	if p.moves[0].Contains(pos) {
-		return p.dests[0]
+		return 0
+	}
+	return -1
+}
+
+// destinations returns the new owners this node must send id to; nil when
+// id's owners gain nobody or another old owner sends it.
+func (p sendPlan) destinations(id string) []ring.Member {
+	if i := p.lookup(id); i >= 0 {
+		return p.dests[i]
+	}
+	return nil
+}
+
+// consult returns the other live old owners of id, whose versions the
+// sender checks before sending it.
+func (p sendPlan) consult(id string) []ring.Member {
+	if i := p.lookup(id); i >= 0 {
+		return p.others[i]
 	}
 	return nil
 }
@@ -82,7 +119,7 @@ func (p sendPlan) destinations(id string) []ring.Member {
 // hand over for the move from old to target, in batches per destination,
 // at most bytesPerSec (0: unlimited). It returns when everything was sent
 // and acknowledged, or ctx ends.
-func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, rf int, self string,
+func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, rf int, self string, participants []string,
 	send Sender, bytesPerSec int64, p *Progress) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -91,6 +128,7 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 		ids   []string
 		queue chan []string
 	}
+	plan := newSendPlan(old, target, rf, self, participants)
 	dests := map[string]*dest{}
 	var wg sync.WaitGroup
 	var firstErr error
@@ -109,7 +147,7 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 		go func() {
 			defer wg.Done()
 			for ids := range d.queue {
-				if err := sendBatch(ctx, eng, send, d.addr, ids, limiter, p); err != nil {
+				if err := sendBatch(ctx, eng, send, d.addr, ids, plan.consult, limiter, p); err != nil {
 					fail(fmt.Errorf("send to %s: %w", d.addr, err))
 					for range d.queue { // drain so the scanner never blocks
 					}
@@ -131,7 +169,6 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 			return false
 		}
 	}
-	plan := newSendPlan(old, target, rf, self)
 	scanErr := eng.Scan("", func(id string, _ storage.Meta) bool {
 		for _, m := range plan.destinations(id) {
 			d := destFor(m)
@@ -157,34 +194,43 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 	return ctx.Err()
 }
 
-// sendBatch reads the records and sends them, retrying with backoff until
-// the peer accepts them or ctx ends: a peer that stays down ends the round
-// through its participant record instead.
-func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string, ids []string, lim *pace.Limiter, p *Progress) error {
-	items := make([]storage.Item, 0, len(ids))
-	var bytes int64
-	for _, id := range ids {
-		rec, err := eng.Get(id)
-		if errors.Is(err, storage.ErrNotFound) {
-			continue // collected or removed since the scan
-		}
-		if errors.Is(err, storage.ErrCorrupt) {
-			continue // never hand over a corrupt copy; other owners send theirs
-		}
-		if err != nil {
+// sendBatch reads the records, replaces those another old owner holds
+// newer, and sends them, retrying with backoff until the peer accepts them
+// or ctx ends: a peer that stays down ends the round through its
+// participant record instead.
+func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string, ids []string,
+	consult func(id string) []ring.Member, lim *pace.Limiter, p *Progress) error {
+	backoff := 50 * time.Millisecond
+	retry := func() error {
+		if err := pace.Sleep(ctx, backoff); err != nil {
 			return err
 		}
-		rec.StaleSince = time.Time{}
-		items = append(items, storage.Item{ID: id, Record: rec})
-		bytes += int64(len(rec.Data))
+		backoff = min(backoff*2, 2*time.Second)
+		return nil
+	}
+	var items []storage.Item
+	for {
+		var err error
+		if items, err = newestRecords(ctx, eng, send, ids, consult); err == nil {
+			break
+		}
+		if !errors.Is(err, errPeer) {
+			return err
+		}
+		if err := retry(); err != nil {
+			return err
+		}
 	}
 	if len(items) == 0 {
 		return nil
 	}
+	var bytes int64
+	for _, it := range items {
+		bytes += int64(len(it.Record.Data))
+	}
 	if err := lim.Wait(ctx, bytes); err != nil {
 		return err
 	}
-	backoff := 50 * time.Millisecond
 	for {
 		_, err := send.ApplyBatch(ctx, addr, items)
 		if err == nil {
@@ -192,9 +238,96 @@ func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string
 			p.SentBytes.Add(bytes)
 			return nil
 		}
-		if err := pace.Sleep(ctx, backoff); err != nil {
+		if err := retry(); err != nil {
 			return err
 		}
-		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// errPeer marks a failed call to another old owner: worth a retry.
+var errPeer = errors.New("migration: old owner unreachable")
+
+// newestRecords returns, for each id, the newest record among this node's
+// copy and the copies of the old owners consult names: this node's unless
+// another holds a newer version, which is then fetched from it.
+func newestRecords(ctx context.Context, eng storage.Engine, send Sender, ids []string, consult func(string) []ring.Member) ([]storage.Item, error) {
+	type best struct {
+		rec  storage.Record
+		have bool
+		from *ring.Member // holder of a newer version, to fetch from
+	}
+	bests := make([]best, len(ids))
+	byOwner := map[string][]int{} // other old owner -> indexes of ids to ask it about
+	owners := map[string]ring.Member{}
+	for i, id := range ids {
+		rec, err := eng.Get(id)
+		switch {
+		case err == nil:
+			bests[i] = best{rec: rec, have: true}
+		case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrCorrupt):
+			// Collected since the scan, or damaged: never hand over a
+			// corrupt copy; another old owner's may serve.
+		default:
+			return nil, err
+		}
+		for _, m := range consult(id) {
+			byOwner[m.Name] = append(byOwner[m.Name], i)
+			owners[m.Name] = m
+		}
+	}
+	for name, idx := range byOwner {
+		m := owners[name]
+		asked := make([]string, len(idx))
+		for k, i := range idx {
+			asked[k] = ids[i]
+		}
+		replies, err := send.MetaBatch(ctx, m.Addr, asked)
+		if err != nil {
+			return nil, fmt.Errorf("%w: versions from %s: %w", errPeer, name, err)
+		}
+		for k, i := range idx {
+			r := replies[k]
+			if r.Status != wire.FetchFound {
+				continue
+			}
+			if b := &bests[i]; !b.have || r.Meta.Version.Newer(b.rec.Version) {
+				b.rec, b.have, b.from = storage.Record{Version: r.Meta.Version}, true, &m
+			}
+		}
+	}
+	// Fetch the records other owners hold newer, per owner.
+	fetch := map[string][]int{}
+	for i, b := range bests {
+		if b.from != nil {
+			fetch[b.from.Name] = append(fetch[b.from.Name], i)
+		}
+	}
+	for name, idx := range fetch {
+		asked := make([]string, len(idx))
+		for k, i := range idx {
+			asked[k] = ids[i]
+		}
+		replies, err := send.FetchBatch(ctx, owners[name].Addr, asked)
+		if err != nil {
+			return nil, fmt.Errorf("%w: records from %s: %w", errPeer, name, err)
+		}
+		for k, i := range idx {
+			r := replies[k]
+			if r.Status != wire.FetchFound || bests[i].rec.Version.Newer(r.Record.Version) {
+				// Gone or older than it said a moment ago (collected,
+				// replaced by a repair): ask again. Newer is fine.
+				return nil, fmt.Errorf("%w: %s no longer holds %s at %s", errPeer, name, ids[i], bests[i].rec.Version)
+			}
+			bests[i].rec = r.Record
+		}
+	}
+	items := make([]storage.Item, 0, len(ids))
+	for i, b := range bests {
+		if !b.have {
+			continue
+		}
+		b.rec.StaleSince = time.Time{}
+		items = append(items, storage.Item{ID: ids[i], Record: b.rec})
+	}
+	return items, nil
 }

@@ -56,13 +56,11 @@ func (m Move) Contains(pos uint64) bool { return m.Range.Contains(pos) }
 // an owner set that only shrinks or stays, so they need no transfer; copies a
 // node no longer owns become stale and are collected later.
 //
-// Contract for the migration that executes a Move: every old owner in From
-// that holds a block in Range sends its copy to every node in To. Transfers
-// are idempotent by version (last writer wins), so the redundancy is safe,
-// and it is what guarantees that a quorum-acknowledged write reaches the new
-// owners even when one old owner missed it: a write acknowledged by W of the
-// RF old owners is held by at least one sender while fewer than W of them are
-// lost, whichever ones those are.
+// The migration executes each Move once: the first old owner in From that
+// takes part in the round sends its blocks in Range to every node in To,
+// after asking the other live old owners in From for newer versions (a
+// write acknowledged by W of the RF old owners is held by one of any
+// RF-W+1 of them). Transfers are idempotent by version (last writer wins).
 func Diff(old, new *Ring, rf int) []Move {
 	if old == nil {
 		old = &Ring{}

@@ -86,6 +86,40 @@ func (c *Client) FetchBatch(ctx context.Context, addr string, ids []string) ([]w
 	return replies, nil
 }
 
+// MetaBatch reads the metadata of the peer's copies of ids (at most
+// wire.MaxBatch). replies[i] answers ids[i].
+func (c *Client) MetaBatch(ctx context.Context, addr string, ids []string) ([]wire.MetaReply, error) {
+	var body bytes.Buffer
+	if err := wire.EncodeIDs(&body, ids); err != nil {
+		return nil, err
+	}
+	resp, err := c.post(ctx, addr, wire.PathBatchMeta, &body)
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp)
+	// Each reply is at most a status byte and a meta with the longest node name.
+	br := bufio.NewReaderSize(io.LimitReader(resp.Body, int64(len(ids))*(1+1+8+1+hlc.MaxNodeLen+4+4+8)), 4096)
+	replies := make([]wire.MetaReply, len(ids))
+	for i := range ids {
+		status, err := br.ReadByte()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: batch meta cut short at %d of %d: %w", ErrRemote, addr, i, len(ids), err)
+		}
+		replies[i].Status = status
+		switch status {
+		case wire.FetchAbsent, wire.FetchCorrupt:
+		case wire.FetchFound:
+			if replies[i].Meta, err = wire.ReadMeta(br); err != nil {
+				return nil, fmt.Errorf("%w: %s: batch meta: %w", ErrRemote, addr, err)
+			}
+		default:
+			return nil, fmt.Errorf("%w: %s: unknown meta status %q", ErrRemote, addr, status)
+		}
+	}
+	return replies, nil
+}
+
 type transferKey struct{}
 
 // Transfers marks batches sent with the returned context as migration

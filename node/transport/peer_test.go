@@ -79,6 +79,8 @@ func (p *fakePeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.apply(w, r)
 	case wire.PathBatchFetch:
 		p.fetch(w, r)
+	case wire.PathBatchMeta:
+		p.meta(w, r)
 	default:
 		http.NotFound(w, r)
 	}
@@ -133,6 +135,28 @@ func (p *fakePeer) fetch(w http.ResponseWriter, r *http.Request) {
 		_ = enc.Encode(id, rec)
 	}
 	_ = bw.Flush()
+}
+
+func (p *fakePeer) meta(w http.ResponseWriter, r *http.Request) {
+	ids, err := wire.DecodeIDs(r.Body, func(string) error { return nil })
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests[r.URL.Path]++
+	p.records[r.URL.Path] += len(ids)
+	var out []byte
+	for _, id := range ids {
+		rec, ok := p.recs[id]
+		if !ok {
+			out = append(out, wire.FetchAbsent)
+			continue
+		}
+		out = wire.AppendMeta(append(out, wire.FetchFound), rec.Meta())
+	}
+	_, _ = w.Write(out)
 }
 
 func version(ts int) hlc.Version { return hlc.Version{Timestamp: hlc.Timestamp(ts), Node: "n1"} }

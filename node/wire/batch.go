@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
@@ -125,4 +126,90 @@ func DecodeIDs(r io.Reader, valid func(string) error) ([]string, error) {
 type FetchReply struct {
 	Status byte
 	Record storage.Record
+}
+
+// PathBatchMeta answers, per id in order, a fetch status byte followed,
+// for FetchFound, by the record's metadata (AppendMeta): what a
+// coordinator asks every owner before a write, without the payload.
+const PathBatchMeta = "/internal/batch/meta"
+
+// MetaReply answers one id of a batch meta request: Meta is set when
+// Status is FetchFound.
+type MetaReply struct {
+	Status byte
+	Meta   storage.Meta
+}
+
+const (
+	metaTombstone byte = 1 << iota
+	metaStale
+)
+
+// AppendMeta appends m's encoding to b:
+//
+//	flags   u8 (bit 0: tombstone, bit 1: stale)
+//	ts      u64, nodeLen u8, node
+//	crc     u32
+//	size    u32
+//	stale   i64 (unix nanoseconds; only with the stale flag)
+func AppendMeta(b []byte, m storage.Meta) []byte {
+	var flags byte
+	if m.Tombstone {
+		flags |= metaTombstone
+	}
+	if !m.StaleSince.IsZero() {
+		flags |= metaStale
+	}
+	node := m.Version.Node
+	if len(node) > hlc.MaxNodeLen {
+		node = node[:hlc.MaxNodeLen]
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Version.Timestamp))
+	b = append(b, byte(len(node)))
+	b = append(b, node...)
+	b = binary.BigEndian.AppendUint32(b, m.Checksum)
+	b = binary.BigEndian.AppendUint32(b, uint32(m.Size))
+	if flags&metaStale != 0 {
+		b = binary.BigEndian.AppendUint64(b, uint64(m.StaleSince.UnixNano()))
+	}
+	return b
+}
+
+// ReadMeta reads what AppendMeta wrote.
+func ReadMeta(r *bufio.Reader) (storage.Meta, error) {
+	var m storage.Meta
+	flags, err := r.ReadByte()
+	if err != nil {
+		return m, truncated(err)
+	}
+	if flags&^(metaTombstone|metaStale) != 0 {
+		return m, fmt.Errorf("%w: unknown meta flags %#x", ErrMalformed, flags)
+	}
+	var hdr [9]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return m, truncated(err)
+	}
+	node := make([]byte, hdr[8])
+	if _, err := io.ReadFull(r, node); err != nil {
+		return m, truncated(err)
+	}
+	m.Version = hlc.Version{Timestamp: hlc.Timestamp(binary.BigEndian.Uint64(hdr[:8])), Node: string(node)}
+	if m.Version.Timestamp == 0 || m.Version.Node == "" {
+		return m, fmt.Errorf("%w: zero version", ErrMalformed)
+	}
+	var fixed [8]byte
+	if _, err := io.ReadFull(r, fixed[:8]); err != nil {
+		return m, truncated(err)
+	}
+	m.Checksum = binary.BigEndian.Uint32(fixed[:4])
+	m.Size = int(binary.BigEndian.Uint32(fixed[4:8]))
+	m.Tombstone = flags&metaTombstone != 0
+	if flags&metaStale != 0 {
+		if _, err := io.ReadFull(r, fixed[:8]); err != nil {
+			return m, truncated(err)
+		}
+		m.StaleSince = time.Unix(0, int64(binary.BigEndian.Uint64(fixed[:8])))
+	}
+	return m, nil
 }

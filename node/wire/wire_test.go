@@ -154,3 +154,37 @@ func TestApplyResultRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestMetaRoundTrip(t *testing.T) {
+	in := []storage.Meta{
+		{Version: hlc.Version{Timestamp: 1 << 60, Node: "node-7"}, Checksum: 0xdeadbeef, Size: 4096},
+		{Version: hlc.Version{Timestamp: 3, Node: "n"}, Tombstone: true},
+		{Version: hlc.Version{Timestamp: 42, Node: strings.Repeat("n", 255)}, Size: 1, StaleSince: time.Unix(1700000000, 123)},
+	}
+	var b []byte
+	for _, m := range in {
+		b = AppendMeta(b, m)
+	}
+	br := bufio.NewReader(bytes.NewReader(b))
+	for i, want := range in {
+		got, err := ReadMeta(br)
+		if err != nil || got.Version != want.Version || got.Checksum != want.Checksum || got.Size != want.Size ||
+			got.Tombstone != want.Tombstone || !got.StaleSince.Equal(want.StaleSince) {
+			t.Fatalf("meta %d: got %+v, %v; want %+v", i, got, err, want)
+		}
+	}
+	if _, err := ReadMeta(br); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("past the end: %v", err)
+	}
+	for name, bad := range map[string][]byte{
+		"unknown flag":   {0x80, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0},
+		"zero version":   {0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0},
+		"no node":        {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		"cut in node":    {0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 'a'},
+		"cut stale time": {metaStale, 0, 0, 0, 0, 0, 0, 0, 1, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 0, 1, 2},
+	} {
+		if _, err := ReadMeta(bufio.NewReader(bytes.NewReader(bad))); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}
