@@ -485,7 +485,14 @@ func checkJoinMetrics(t *testing.T, c *testCluster, joined int, epoch int64, rec
 		t.Errorf("owned shares sum to %v, want 1", share)
 	}
 	// Stale copies are collected once the grace period ends.
-	testkit.Eventually(t, 20*time.Second, func() error {
+	c.waitStaleCollected(t, 20*time.Second)
+}
+
+// waitStaleCollected waits until no running node holds a stale copy and
+// at least one was collected.
+func (c *testCluster) waitStaleCollected(t *testing.T, within time.Duration) {
+	t.Helper()
+	testkit.Eventually(t, within, func() error {
 		var stale, collected float64
 		for _, i := range c.running() {
 			stale += gatheredValue(t, c.nodes[i].Registry(), "blocks_stale_count")
@@ -547,17 +554,7 @@ func TestStaleCopiesCollectedAtGraceEnd(t *testing.T) {
 	c.addNode(t)
 	c.waitStable(t, 4)
 	swapped := time.Now()
-	testkit.Eventually(t, 30*time.Second, func() error {
-		var stale, collected float64
-		for _, i := range c.running() {
-			stale += gatheredValue(t, c.nodes[i].Registry(), "blocks_stale_count")
-			collected += gatheredValue(t, c.nodes[i].Registry(), "blocks_gc_collected_total")
-		}
-		if stale != 0 || collected == 0 {
-			return fmt.Errorf("stale %v, collected %v", stale, collected)
-		}
-		return nil
-	})
+	c.waitStaleCollected(t, 30*time.Second)
 	t.Logf("stale copies collected %.1fs after the swap (grace %v, GC interval 1h)", time.Since(swapped).Seconds(), grace)
 	c.checkPlacement(t, keys(pre))
 	// /admin/cluster splits what each node stores into owned and stale.

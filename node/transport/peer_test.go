@@ -113,16 +113,27 @@ func (p *fakePeer) apply(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-func (p *fakePeer) fetch(w http.ResponseWriter, r *http.Request) {
+// readIDs decodes an id list and counts the request and its ids.
+func (p *fakePeer) readIDs(w http.ResponseWriter, r *http.Request) ([]string, bool) {
 	ids, err := wire.DecodeIDs(r.Body, func(string) error { return nil })
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+		return nil, false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests[r.URL.Path]++
 	p.records[r.URL.Path] += len(ids)
+	return ids, true
+}
+
+func (p *fakePeer) fetch(w http.ResponseWriter, r *http.Request) {
+	ids, ok := p.readIDs(w, r)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	bw := bufio.NewWriterSize(w, 64<<10)
 	enc := wire.NewEncoder(bw) // shares bw: status bytes and frames stay in order
 	for _, id := range ids {
@@ -138,15 +149,12 @@ func (p *fakePeer) fetch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *fakePeer) meta(w http.ResponseWriter, r *http.Request) {
-	ids, err := wire.DecodeIDs(r.Body, func(string) error { return nil })
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	ids, ok := p.readIDs(w, r)
+	if !ok {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.requests[r.URL.Path]++
-	p.records[r.URL.Path] += len(ids)
 	var out []byte
 	for _, id := range ids {
 		rec, ok := p.recs[id]
