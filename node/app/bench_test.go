@@ -13,6 +13,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/storage"
 )
 
 // The benchmarks drive 4 KiB PUTs and GETs from 32 concurrent clients
@@ -205,4 +209,67 @@ func (c *testCluster) walSyncs() uint64 {
 		}
 	}
 	return n
+}
+
+// BenchmarkJoinTransfer measures how fast a joining node receives the
+// blocks it gains: three nodes (real ZooKeeper, Pebble, fsync on) hold
+// joinBlocks blocks written straight into their engines, a fourth joins.
+// Reported: received MB/s over the round, and blocks received per block
+// gained. Run: make bench-join.
+func BenchmarkJoinTransfer(b *testing.B) {
+	const joinBlocks = 20000
+	for range b.N {
+		b.StopTimer()
+		// The default GC interval: the tests' 200ms would rescan the store
+		// during the round.
+		c := zkCluster(b, 3, clusterOpts{grace: time.Minute, configure: func(_ int, cfg *config.Config) { cfg.GCInterval = time.Minute }})
+		ids := preloadEngines(b, c, joinBlocks)
+		b.StartTimer()
+		joined := c.addNode(b)
+		c.waitStable(b, 4)
+		b.StopTimer()
+		st := c.nodes[joined].ClusterStatus()
+		if st.LastRound == nil || st.Transfer.ReceivedBlocks == 0 {
+			b.Fatalf("the join moved nothing: %+v", st)
+		}
+		v := c.nodes[joined].coord.View()
+		gained := 0
+		for _, id := range ids {
+			if v.Current.IsOwner(c.cfgs[joined].ReplicaName, id, v.RF) {
+				gained++
+			}
+		}
+		b.ReportMetric(float64(st.Transfer.ReceivedBytes)/1e6/st.LastRound.Seconds, "MB/s")
+		b.ReportMetric(float64(st.Transfer.ReceivedBlocks)/float64(gained), "received/gained")
+		b.ReportMetric(st.LastRound.Seconds, "round-s")
+		c.stopAll()
+	}
+}
+
+// preloadEngines writes n random blocks into the engines of their owners
+// directly (as if replicated earlier) and returns their ids.
+func preloadEngines(b *testing.B, c *testCluster, n int) []string {
+	v := c.nodes[0].coord.View()
+	clock := hlc.NewClock(nil, time.Second)
+	perNode := map[string][]storage.Item{}
+	ids := make([]string, n)
+	for k := range n {
+		id := fmt.Sprintf("pre-%06d", k)
+		ids[k] = id
+		rec := storage.NewRecord(randomBlock(b), hlc.Version{Timestamp: clock.Now(), Node: "n0"})
+		for _, owner := range v.Current.OwnerNames(id, v.RF) {
+			perNode[owner] = append(perNode[owner], storage.Item{ID: id, Record: rec})
+		}
+	}
+	for i := range c.nodes {
+		items := perNode[c.cfgs[i].ReplicaName]
+		for len(items) > 0 {
+			batch := items[:min(256, len(items))]
+			items = items[len(batch):]
+			if _, err := c.nodes[i].engine.ApplyBatch(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return ids
 }

@@ -26,7 +26,7 @@ import (
 // (Debian's zookeeper package, started by zktest) and prove the migration
 // guarantees with a workload that records every acknowledged write.
 
-func zkCluster(t *testing.T, n int, o clusterOpts) *testCluster {
+func zkCluster(t testing.TB, n int, o clusterOpts) *testCluster {
 	t.Helper()
 	o.zk = zktest.Start(t)
 	o.zkRoot = "/goblocks-" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-"))
@@ -39,7 +39,6 @@ func zkCluster(t *testing.T, n int, o clusterOpts) *testCluster {
 		o.grace = 3 * time.Second
 	}
 	c := startCluster(t, n, o)
-	c.t = t
 	c.waitStable(t, n)
 	return c
 }
@@ -56,7 +55,7 @@ func (c *testCluster) running() []int {
 
 // waitStable waits until every running node routes by the same committed
 // ring of `members` nodes and no round runs.
-func (c *testCluster) waitStable(t *testing.T, members int) migration.ClusterStatus {
+func (c *testCluster) waitStable(t testing.TB, members int) migration.ClusterStatus {
 	t.Helper()
 	var last migration.ClusterStatus
 	testkit.Eventually(t, 60*time.Second, func() error {

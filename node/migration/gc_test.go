@@ -9,6 +9,7 @@ import (
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/storage/memory"
+	"github.com/goblocks/goblocks/node/storage/pebble"
 )
 
 // reconcile turns copies this node no longer owns stale, collects them
@@ -81,4 +82,37 @@ func mustMark(t *testing.T, eng storage.Engine, id string, v hlc.Version, since 
 	if ok, err := eng.MarkStale(id, v, since); !ok || err != nil {
 		t.Fatalf("MarkStale(%s) = %v, %v", id, ok, err)
 	}
+}
+
+// BenchmarkReconcileMarksStale: the pass at a ring swap marks every copy
+// that moved away stale (here all of them, on a Pebble store).
+func BenchmarkReconcileMarksStale(b *testing.B) {
+	const n = 5000
+	for range b.N {
+		b.StopTimer()
+		eng, err := pebble.Open(b.TempDir(), pebble.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ver := hlc.Version{Timestamp: hlc.Timestamp(uint64(time.Now().UnixMicro()) << 12), Node: "a"}
+		items := make([]storage.Item, 0, 256)
+		for k := range n {
+			items = append(items, storage.Item{ID: fmt.Sprint("blk-", k), Record: storage.NewRecord(make([]byte, 4096), ver)})
+			if len(items) == cap(items) || k == n-1 {
+				if _, err := eng.ApplyBatch(items); err != nil {
+					b.Fatal(err)
+				}
+				items = items[:0]
+			}
+		}
+		v := ring.View{Current: testRingTB(b, []string{"b", "c", "d"}), RF: 3}
+		b.StartTimer()
+		st, _, err := reconcile(eng, v, "a", time.Now(), time.Minute, 24*time.Hour)
+		b.StopTimer()
+		if err != nil || st.MarkedStale != n {
+			b.Fatalf("marked %d of %d stale: %v", st.MarkedStale, n, err)
+		}
+		eng.Close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/record")
 }

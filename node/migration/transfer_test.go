@@ -15,7 +15,9 @@ import (
 	"github.com/goblocks/goblocks/node/wire"
 )
 
-func testRing(t *testing.T, names []string) *ring.Ring {
+func testRing(t *testing.T, names []string) *ring.Ring { return testRingTB(t, names) }
+
+func testRingTB(t testing.TB, names []string) *ring.Ring {
 	t.Helper()
 	ms := make([]ring.Member, len(names))
 	for i, n := range names {

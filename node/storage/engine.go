@@ -28,9 +28,13 @@ type Engine interface {
 	ApplyBatch(items []Item) (applied []bool, err error)
 	// MarkStale sets StaleSince on id's record if its version is still v
 	// (a newer write in between wins). since.IsZero() marks it owned again.
+	// It need not be durable before it returns (a crash may undo it; the
+	// garbage-collection pass that made it makes it again): a persistent
+	// engine makes it durable with its next durable write.
 	MarkStale(id string, v hlc.Version, since time.Time) (bool, error)
 	// Remove deletes id's record if its version is still v; used by garbage
-	// collection and tombstone purging.
+	// collection, tombstone purging and delivered hints. Durability as for
+	// MarkStale: what a crash undoes is removed again.
 	Remove(id string, v hlc.Version) (bool, error)
 	// Scan calls fn with each record's metadata in ascending id order,
 	// starting after the id `after` ("" = from the start), until fn

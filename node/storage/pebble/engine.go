@@ -200,7 +200,16 @@ func (e *Engine) admitWrite() error {
 //   - Pebble panics on some WAL errors while holding its own mutexes
 //     (db.go:965, db.go:2679): recover turns that into the engine's
 //     failure and wedges the gate, so Close does not wait on pebble.
-func (e *Engine) commit(b *pebbledb.Batch) (err error) {
+func (e *Engine) commit(b *pebbledb.Batch) error { return e.commitWith(b, pebbledb.Sync) }
+
+// commitUnsynced commits b without waiting for a WAL fsync: for changes
+// that may be lost in a crash because the garbage-collection pass that
+// made them makes them again (stale marks, collected copies, delivered
+// hints). The next synced commit makes them durable too: the WAL is one
+// ordered log.
+func (e *Engine) commitUnsynced(b *pebbledb.Batch) error { return e.commitWith(b, pebbledb.NoSync) }
+
+func (e *Engine) commitWith(b *pebbledb.Batch, opts *pebbledb.WriteOptions) (err error) {
 	// checkedFS may have seen the WAL fail already: stay out of pebble.
 	if err := e.faults.err(); err != nil {
 		return err
@@ -213,7 +222,7 @@ func (e *Engine) commit(b *pebbledb.Batch) (err error) {
 			err = e.faults.err()
 		}
 	}()
-	if err := b.Commit(pebbledb.Sync); err != nil {
+	if err := b.Commit(opts); err != nil {
 		return e.faults.classify(err)
 	}
 	return e.faults.err()
@@ -541,7 +550,7 @@ func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, err
 	if err := b.Set(metaKey(id), mv, nil); err != nil {
 		return false, err
 	}
-	if err := e.commit(b); err != nil {
+	if err := e.commitUnsynced(b); err != nil {
 		return false, fmt.Errorf("pebble: mark %q stale: %w", id, err)
 	}
 	return true, nil
@@ -579,7 +588,7 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 			return false, err
 		}
 	}
-	if err := e.commit(b); err != nil {
+	if err := e.commitUnsynced(b); err != nil {
 		return false, fmt.Errorf("pebble: remove %q: %w", id, err)
 	}
 	e.live.Add(-boolInt(cur.live()))
