@@ -13,7 +13,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build deps test test-race lint bench bench-cluster bench-memory bench-join jepsen run fuzz clean
+.PHONY: all build install deps test test-race lint bench bench-cluster bench-memory bench-join jepsen run fuzz clean
 
 all: build
 
@@ -35,6 +35,12 @@ deps:
 
 test: deps
 	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+# The CLI and node binary on the PATH.
+PREFIX ?= /usr/local
+install: build
+	install -d $(PREFIX)/bin
+	install -m 0755 $(BIN) $(PREFIX)/bin/goblocks
 
 # The race detector needs cgo.
 test-race: deps

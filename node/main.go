@@ -40,6 +40,14 @@ func main() {
 
 func run(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "node"
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help", "--h":
+			// The commands, not the node's flags: 'goblocks node -h' has those.
+			usage(stdout)
+			return 0
+		}
+	}
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
