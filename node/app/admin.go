@@ -71,7 +71,10 @@ func (n *Node) adminRoutes(r *mux.Router) {
 	r.Handle("/admin/ring", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
 		writeAdminJSON(w, n.RingStatus())
 	}})
-	ui.Register(r) // GET /ui: the operator page, drawn from the two endpoints above
+	// GET /ui: the operator page, drawn from the two endpoints above.
+	for path, h := range ui.Pages() {
+		r.Handle(path, api.Methods{http.MethodGet: h, http.MethodHead: h})
+	}
 	// Go profiles, under /admin so AdminToken guards them: CPU
 	// (/admin/pprof/profile?seconds=N), execution trace, and the runtime's
 	// named profiles (heap, allocs, goroutine, block, mutex, ...).

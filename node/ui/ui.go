@@ -18,9 +18,6 @@ import (
 	"path"
 	"time"
 
-	"github.com/gorilla/mux"
-
-	"github.com/goblocks/goblocks/node/api"
 )
 
 //go:embed static
@@ -42,23 +39,25 @@ var contentTypes = map[string]string{
 	".svg":  "image/svg+xml",
 }
 
-// Register mounts GET (and HEAD) /ui, /ui/ and /ui/<asset> for every
-// embedded file on r. Other paths under /ui fall through to r's
-// NotFoundHandler, other methods get 405.
-func Register(r *mux.Router) {
+// Pages returns the GET (and HEAD) handler of /ui, /ui/ and /ui/<asset>
+// for every embedded file, by path. The caller mounts them (and answers
+// other methods and paths): the page only reads the node's JSON, so this
+// package needs nothing of the node's.
+func Pages() map[string]http.HandlerFunc {
 	files, err := load(static)
 	if err != nil {
 		// The files are compiled in; failing to read them is a build bug.
 		panic("ui: " + err.Error())
 	}
+	pages := map[string]http.HandlerFunc{}
 	for name, f := range files {
 		h := f.handler()
-		r.Handle("/ui/"+name, api.Methods{http.MethodGet: h, http.MethodHead: h})
+		pages["/ui/"+name] = h
 		if name == "index.html" {
-			r.Handle("/ui", api.Methods{http.MethodGet: h, http.MethodHead: h})
-			r.Handle("/ui/", api.Methods{http.MethodGet: h, http.MethodHead: h})
+			pages["/ui"], pages["/ui/"] = h, h
 		}
 	}
+	return pages
 }
 
 type file struct {

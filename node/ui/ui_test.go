@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gorilla/mux"
 	"github.com/rs/zerolog"
 
 	"github.com/goblocks/goblocks/node/api"
@@ -18,7 +19,12 @@ import (
 // handler, so unknown paths and wrong methods get the API's JSON errors.
 func server(t *testing.T) *httptest.Server {
 	t.Helper()
-	s := httptest.NewServer(api.NewHandler(api.Options{Logger: zerolog.Nop(), Extra: ui.Register}))
+	mount := func(r *mux.Router) {
+		for path, h := range ui.Pages() {
+			r.Handle(path, api.Methods{http.MethodGet: h, http.MethodHead: h})
+		}
+	}
+	s := httptest.NewServer(api.NewHandler(api.Options{Logger: zerolog.Nop(), Extra: mount}))
 	t.Cleanup(s.Close)
 	return s
 }
