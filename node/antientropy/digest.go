@@ -24,12 +24,12 @@ import (
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/wire"
 )
 
-// Buckets is how many digests one exchange compares. 1024 keeps a digest
-// response at ~20 KB while a handful of diverged blocks lists only a
-// 1/1024th slice of the shared ids per mismatched bucket.
-const Buckets = 1024
+// Buckets is how many digests one exchange compares (see
+// wire.AntiEntropyBuckets).
+const Buckets = wire.AntiEntropyBuckets
 
 // MaxBucketsPerRequest bounds one ids request, so a listing holds at most
 // a 1/64th of the blocks two nodes share.
@@ -53,10 +53,7 @@ var (
 
 // Entry is one record in a bucket listing. Tombstones are entries too:
 // a missed delete must propagate like a missed write.
-type Entry struct {
-	ID      string
-	Version hlc.Version
-}
+type Entry = wire.VersionedID
 
 // BucketOf is the bucket of block id: the low bits of its ring position
 // (xxHash64, well mixed in every bit).

@@ -34,25 +34,25 @@ func (s *server) antiEntropyDigest(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "antientropy", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, antientropy.DigestResponse{Digests: d})
+	writeJSON(w, http.StatusOK, wire.AntiEntropyDigests{Digests: d})
 }
 
 // antiEntropyIDs lists this node's (id, version) pairs in some buckets.
 func (s *server) antiEntropyIDs(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength > antientropy.MaxIDsRequestBody {
-		s.fail(w, r, "antientropy", fmt.Errorf("%w: body of %d bytes > %d", ErrTooLarge, r.ContentLength, antientropy.MaxIDsRequestBody))
+	if r.ContentLength > wire.MaxAntiEntropyIDsRequest {
+		s.fail(w, r, "antientropy", fmt.Errorf("%w: body of %d bytes > %d", ErrTooLarge, r.ContentLength, wire.MaxAntiEntropyIDsRequest))
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, antientropy.MaxIDsRequestBody+1))
+	body, err := io.ReadAll(io.LimitReader(r.Body, wire.MaxAntiEntropyIDsRequest+1))
 	if err != nil {
 		s.fail(w, r, "antientropy", fmt.Errorf("%w: %w", errClientDisconnected, err))
 		return
 	}
-	if len(body) > antientropy.MaxIDsRequestBody {
-		s.fail(w, r, "antientropy", fmt.Errorf("%w: body larger than %d bytes", ErrTooLarge, antientropy.MaxIDsRequestBody))
+	if len(body) > wire.MaxAntiEntropyIDsRequest {
+		s.fail(w, r, "antientropy", fmt.Errorf("%w: body larger than %d bytes", ErrTooLarge, wire.MaxAntiEntropyIDsRequest))
 		return
 	}
-	var req antientropy.IDsRequest
+	var req wire.AntiEntropyIDsRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -68,9 +68,9 @@ func (s *server) antiEntropyIDs(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "antientropy", err)
 		return
 	}
-	out := antientropy.IDsResponse{Entries: make([]antientropy.WireEntry, len(entries))}
+	out := wire.AntiEntropyIDsResponse{Entries: make([]wire.AntiEntropyListed, len(entries))}
 	for i, e := range entries {
-		out.Entries[i] = antientropy.WireEntry{ID: e.ID, Version: e.Version.String()}
+		out.Entries[i] = wire.AntiEntropyListed{ID: e.ID, Version: e.Version.String()}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

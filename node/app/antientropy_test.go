@@ -13,6 +13,7 @@ import (
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
+	"github.com/goblocks/goblocks/node/wire"
 )
 
 // A replica that missed writes and deletes while down, with no hints to
@@ -153,7 +154,7 @@ func TestAntiEntropyEndpointsRejectBadInput(t *testing.T) {
 		}
 		return b
 	}
-	digest := antientropy.PathDigest + "?peer=n1&ring=" + ringID
+	digest := wire.PathAntiEntropyDigest + "?peer=n1&ring=" + ringID
 	tests := []struct {
 		name, method, path string
 		body               []byte
@@ -164,22 +165,22 @@ func TestAntiEntropyEndpointsRejectBadInput(t *testing.T) {
 		{"digest ok", "GET", digest, nil, auth, 200, ""},
 		{"digest without token", "GET", digest, nil, nil, 401, "unauthorized"},
 		{"digest by post", "POST", digest, nil, auth, 405, "method_not_allowed"},
-		{"digest no peer", "GET", antientropy.PathDigest + "?ring=" + ringID, nil, auth, 400, "malformed"},
-		{"digest no ring", "GET", antientropy.PathDigest + "?peer=n1", nil, auth, 400, "malformed"},
-		{"digest unknown peer", "GET", antientropy.PathDigest + "?peer=zz&ring=" + ringID, nil, auth, 400, "unknown_peer"},
-		{"digest self", "GET", antientropy.PathDigest + "?peer=n0&ring=" + ringID, nil, auth, 400, "unknown_peer"},
-		{"digest other ring", "GET", antientropy.PathDigest + "?peer=n1&ring=abc", nil, auth, 409, "ring_mismatch"},
-		{"ids ok", "POST", antientropy.PathIDs, ids(antientropy.IDsRequest{Peer: "n1", Ring: ringID, Buckets: []int{1, 2}}), auth, 200, ""},
-		{"ids without token", "POST", antientropy.PathIDs, ids(antientropy.IDsRequest{Peer: "n1", Ring: ringID, Buckets: []int{1}}), nil, 401, "unauthorized"},
-		{"ids by get", "GET", antientropy.PathIDs, nil, auth, 405, "method_not_allowed"},
-		{"ids not json", "POST", antientropy.PathIDs, []byte("buckets=1"), auth, 400, "malformed"},
-		{"ids unknown field", "POST", antientropy.PathIDs, []byte(`{"peer":"n1","ring":"` + ringID + `","buckets":[1],"x":1}`), auth, 400, "malformed"},
-		{"ids no buckets", "POST", antientropy.PathIDs, ids(antientropy.IDsRequest{Peer: "n1", Ring: ringID}), auth, 400, "invalid_buckets"},
-		{"ids bucket out of range", "POST", antientropy.PathIDs, ids(antientropy.IDsRequest{Peer: "n1", Ring: ringID, Buckets: []int{antientropy.Buckets}}), auth, 400, "invalid_buckets"},
-		{"ids too many buckets", "POST", antientropy.PathIDs, ids(antientropy.IDsRequest{Peer: "n1", Ring: ringID, Buckets: make([]int, antientropy.MaxBucketsPerRequest+1)}), auth, 400, "invalid_buckets"},
-		{"ids no peer", "POST", antientropy.PathIDs, ids(antientropy.IDsRequest{Ring: ringID, Buckets: []int{1}}), auth, 400, "malformed"},
-		{"ids other ring", "POST", antientropy.PathIDs, ids(antientropy.IDsRequest{Peer: "n1", Ring: "abc", Buckets: []int{1}}), auth, 409, "ring_mismatch"},
-		{"ids huge body", "POST", antientropy.PathIDs, bytes.Repeat([]byte(" "), antientropy.MaxIDsRequestBody+1), auth, 413, "too_large"},
+		{"digest no peer", "GET", wire.PathAntiEntropyDigest + "?ring=" + ringID, nil, auth, 400, "malformed"},
+		{"digest no ring", "GET", wire.PathAntiEntropyDigest + "?peer=n1", nil, auth, 400, "malformed"},
+		{"digest unknown peer", "GET", wire.PathAntiEntropyDigest + "?peer=zz&ring=" + ringID, nil, auth, 400, "unknown_peer"},
+		{"digest self", "GET", wire.PathAntiEntropyDigest + "?peer=n0&ring=" + ringID, nil, auth, 400, "unknown_peer"},
+		{"digest other ring", "GET", wire.PathAntiEntropyDigest + "?peer=n1&ring=abc", nil, auth, 409, "ring_mismatch"},
+		{"ids ok", "POST", wire.PathAntiEntropyIDs, ids(wire.AntiEntropyIDsRequest{Peer: "n1", Ring: ringID, Buckets: []int{1, 2}}), auth, 200, ""},
+		{"ids without token", "POST", wire.PathAntiEntropyIDs, ids(wire.AntiEntropyIDsRequest{Peer: "n1", Ring: ringID, Buckets: []int{1}}), nil, 401, "unauthorized"},
+		{"ids by get", "GET", wire.PathAntiEntropyIDs, nil, auth, 405, "method_not_allowed"},
+		{"ids not json", "POST", wire.PathAntiEntropyIDs, []byte("buckets=1"), auth, 400, "malformed"},
+		{"ids unknown field", "POST", wire.PathAntiEntropyIDs, []byte(`{"peer":"n1","ring":"` + ringID + `","buckets":[1],"x":1}`), auth, 400, "malformed"},
+		{"ids no buckets", "POST", wire.PathAntiEntropyIDs, ids(wire.AntiEntropyIDsRequest{Peer: "n1", Ring: ringID}), auth, 400, "invalid_buckets"},
+		{"ids bucket out of range", "POST", wire.PathAntiEntropyIDs, ids(wire.AntiEntropyIDsRequest{Peer: "n1", Ring: ringID, Buckets: []int{antientropy.Buckets}}), auth, 400, "invalid_buckets"},
+		{"ids too many buckets", "POST", wire.PathAntiEntropyIDs, ids(wire.AntiEntropyIDsRequest{Peer: "n1", Ring: ringID, Buckets: make([]int, antientropy.MaxBucketsPerRequest+1)}), auth, 400, "invalid_buckets"},
+		{"ids no peer", "POST", wire.PathAntiEntropyIDs, ids(wire.AntiEntropyIDsRequest{Ring: ringID, Buckets: []int{1}}), auth, 400, "malformed"},
+		{"ids other ring", "POST", wire.PathAntiEntropyIDs, ids(wire.AntiEntropyIDsRequest{Peer: "n1", Ring: "abc", Buckets: []int{1}}), auth, 409, "ring_mismatch"},
+		{"ids huge body", "POST", wire.PathAntiEntropyIDs, bytes.Repeat([]byte(" "), wire.MaxAntiEntropyIDsRequest+1), auth, 413, "too_large"},
 	}
 	before := c.nodes[0].Engine().Count()
 	for _, tc := range tests {

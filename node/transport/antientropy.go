@@ -9,49 +9,49 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/goblocks/goblocks/node/antientropy"
 	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/wire"
 )
 
 // AntiEntropyDigests asks the peer at addr for its bucket digests of the
 // blocks it shares with self in ring ringID.
 func (c *Client) AntiEntropyDigests(ctx context.Context, addr, self, ringID string) ([]uint64, error) {
 	q := url.Values{"peer": {self}, "ring": {ringID}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+addr+antientropy.PathDigest+"?"+q.Encode(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+addr+wire.PathAntiEntropyDigest+"?"+q.Encode(), nil)
 	if err != nil {
 		return nil, err
 	}
-	var out antientropy.DigestResponse
+	var out wire.AntiEntropyDigests
 	// 21 bytes per decimal uint64 and a comma, plus slack.
-	if err := c.jsonCall(req, int64(antientropy.Buckets)*22+1024, &out); err != nil {
+	if err := c.jsonCall(req, wire.MaxAntiEntropyDigests, &out); err != nil {
 		return nil, err
 	}
 	return out.Digests, nil
 }
 
 // AntiEntropyEntries asks the peer for its (id, version) listing of
-// buckets (at most antientropy.MaxBucketsPerRequest).
-func (c *Client) AntiEntropyEntries(ctx context.Context, addr, self, ringID string, buckets []int) ([]antientropy.Entry, error) {
-	body, err := json.Marshal(antientropy.IDsRequest{Peer: self, Ring: ringID, Buckets: buckets})
+// buckets (at most the anti-entropy package's MaxBucketsPerRequest).
+func (c *Client) AntiEntropyEntries(ctx context.Context, addr, self, ringID string, buckets []int) ([]wire.VersionedID, error) {
+	body, err := json.Marshal(wire.AntiEntropyIDsRequest{Peer: self, Ring: ringID, Buckets: buckets})
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.scheme+addr+antientropy.PathIDs, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.scheme+addr+wire.PathAntiEntropyIDs, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	var out antientropy.IDsResponse
-	if err := c.jsonCall(req, antientropy.MaxIDsResponseBody, &out); err != nil {
+	var out wire.AntiEntropyIDsResponse
+	if err := c.jsonCall(req, wire.MaxAntiEntropyIDsResponse, &out); err != nil {
 		return nil, err
 	}
-	entries := make([]antientropy.Entry, len(out.Entries))
+	entries := make([]wire.VersionedID, len(out.Entries))
 	for i, e := range out.Entries {
 		v, err := hlc.ParseVersion(e.Version)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: entry %q: %w", ErrRemote, addr, e.ID, err)
 		}
-		entries[i] = antientropy.Entry{ID: e.ID, Version: v}
+		entries[i] = wire.VersionedID{ID: e.ID, Version: v}
 	}
 	return entries, nil
 }

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"path"
 	"time"
-
 )
 
 //go:embed static
