@@ -42,6 +42,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/replication"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated ConfigMaps from prometheus/ and grafana/ before checking")
@@ -1229,7 +1230,7 @@ func checkPDB(t *testing.T, ix *index) {
 		if err != nil {
 			rf = config.Default().ReplicationFactor
 		}
-		tolerable := rf - config.Quorum.Required(rf)
+		tolerable := rf - replication.Quorum.Required(rf)
 		mu := pdb.Spec.MaxUnavailable
 		switch {
 		case mu == nil:

@@ -15,7 +15,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/goblocks/goblocks/node/auth"
-	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/storage"
@@ -26,11 +25,11 @@ import (
 // fakeCoordinator answers every request with err (nil: success).
 type fakeCoordinator struct{ err error }
 
-func (f fakeCoordinator) Put(context.Context, string, []byte, config.Consistency) (hlc.Version, error) {
+func (f fakeCoordinator) Put(context.Context, string, []byte, replication.Consistency) (hlc.Version, error) {
 	return hlc.Version{Timestamp: 1, Node: "n1"}, f.err
 }
 
-func (f fakeCoordinator) Get(context.Context, string, config.Consistency) (storage.Record, error) {
+func (f fakeCoordinator) Get(context.Context, string, replication.Consistency) (storage.Record, error) {
 	if f.err != nil {
 		return storage.Record{}, f.err
 	}
@@ -38,7 +37,7 @@ func (f fakeCoordinator) Get(context.Context, string, config.Consistency) (stora
 	return storage.Record{Data: data, Version: hlc.Version{Timestamp: 1, Node: "n1"}, Checksum: storage.Checksum(data)}, nil
 }
 
-func (f fakeCoordinator) Delete(context.Context, string, config.Consistency) (hlc.Version, error) {
+func (f fakeCoordinator) Delete(context.Context, string, replication.Consistency) (hlc.Version, error) {
 	return hlc.Version{Timestamp: 2, Node: "n1"}, f.err
 }
 

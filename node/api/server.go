@@ -24,9 +24,9 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/goblocks/goblocks/node/auth"
-	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/peertls"
+	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/telemetry"
 	"github.com/goblocks/goblocks/node/wire"
@@ -34,9 +34,9 @@ import (
 
 // Coordinator runs client requests across replicas (replication.Coordinator).
 type Coordinator interface {
-	Put(ctx context.Context, id string, data []byte, cl config.Consistency) (hlc.Version, error)
-	Get(ctx context.Context, id string, cl config.Consistency) (storage.Record, error)
-	Delete(ctx context.Context, id string, cl config.Consistency) (hlc.Version, error)
+	Put(ctx context.Context, id string, data []byte, cl replication.Consistency) (hlc.Version, error)
+	Get(ctx context.Context, id string, cl replication.Consistency) (storage.Record, error)
+	Delete(ctx context.Context, id string, cl replication.Consistency) (hlc.Version, error)
 }
 
 // Options wire a Server.

@@ -6,7 +6,7 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/goblocks/goblocks/node/config"
+	"github.com/goblocks/goblocks/node/replication"
 )
 
 // MaxIDLen is the longest accepted block id.
@@ -58,12 +58,12 @@ func readBlock(r *http.Request, size int) ([]byte, error) {
 }
 
 // consistencyParam reads ?consistency=; empty means the node's default.
-func consistencyParam(r *http.Request) (config.Consistency, error) {
+func consistencyParam(r *http.Request) (replication.Consistency, error) {
 	v := r.URL.Query().Get("consistency")
 	if v == "" {
 		return "", nil
 	}
-	c, err := config.ParseConsistency(v)
+	c, err := replication.ParseConsistency(v)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrBadConsistency, err)
 	}

@@ -467,19 +467,19 @@ type timeoutCoordinator struct {
 	timeout time.Duration
 }
 
-func (t timeoutCoordinator) Put(ctx context.Context, id string, data []byte, cl config.Consistency) (hlc.Version, error) {
+func (t timeoutCoordinator) Put(ctx context.Context, id string, data []byte, cl replication.Consistency) (hlc.Version, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	return t.Coordinator.Put(ctx, id, data, cl)
 }
 
-func (t timeoutCoordinator) Get(ctx context.Context, id string, cl config.Consistency) (storage.Record, error) {
+func (t timeoutCoordinator) Get(ctx context.Context, id string, cl replication.Consistency) (storage.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	return t.Coordinator.Get(ctx, id, cl)
 }
 
-func (t timeoutCoordinator) Delete(ctx context.Context, id string, cl config.Consistency) (hlc.Version, error) {
+func (t timeoutCoordinator) Delete(ctx context.Context, id string, cl replication.Consistency) (hlc.Version, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	return t.Coordinator.Delete(ctx, id, cl)

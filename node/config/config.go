@@ -18,37 +18,8 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/node/auth"
+	"github.com/goblocks/goblocks/node/replication"
 )
-
-// Consistency is the number of replicas a request waits for.
-type Consistency string
-
-// Consistency levels.
-const (
-	One    Consistency = "one"
-	Quorum Consistency = "quorum"
-	All    Consistency = "all"
-)
-
-// ParseConsistency accepts one, quorum or all (case-insensitive).
-func ParseConsistency(s string) (Consistency, error) {
-	switch c := Consistency(strings.ToLower(s)); c {
-	case One, Quorum, All:
-		return c, nil
-	}
-	return "", fmt.Errorf("consistency %q: want one, quorum or all", s)
-}
-
-// Required returns how many of n replicas must answer.
-func (c Consistency) Required(n int) int {
-	switch c {
-	case One:
-		return min(1, n)
-	case All:
-		return n
-	}
-	return n/2 + 1
-}
 
 // Config is a node's configuration. Zero values are replaced by Default().
 type Config struct {
@@ -77,8 +48,8 @@ type Config struct {
 	StaleGracePeriod time.Duration
 	// ReadConsistency and WriteConsistency are the defaults when a request
 	// has no ?consistency=.
-	ReadConsistency  Consistency
-	WriteConsistency Consistency
+	ReadConsistency  replication.Consistency
+	WriteConsistency replication.Consistency
 	// ReadRepair is "blocking" (a read whose replies disagree writes the
 	// newest version back to a quorum before answering: linearizable) or
 	// "background" (answer first, repair after: not linearizable).
@@ -180,9 +151,9 @@ func Default() Config {
 		VNodes:            20,               // the original's count
 		DataDir:           "data",
 		Storage:           "pebble",
-		StaleGracePeriod:  5 * time.Minute, // the original's grace period
-		ReadConsistency:   Quorum,          // R+W > RF: reads see acknowledged writes
-		WriteConsistency:  Quorum,
+		StaleGracePeriod:  5 * time.Minute,    // the original's grace period
+		ReadConsistency:   replication.Quorum, // R+W > RF: reads see acknowledged writes
+		WriteConsistency:  replication.Quorum,
 		BlockSize:         4096,
 		ReadRepairChance:  0.1, // Cassandra's historical default
 		ReadRepair:        "blocking",
@@ -420,16 +391,16 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		}
 		fs.DurationVar(p, name, *p, usage+" (env "+name+")")
 	}
-	cons := func(p *Consistency, name, usage string) {
+	cons := func(p *replication.Consistency, name, usage string) {
 		if v := getenv(name); v != "" {
-			cl, err := ParseConsistency(v)
+			cl, err := replication.ParseConsistency(v)
 			if err != nil {
 				envErrs = append(envErrs, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err))
 			}
 			*p = cl
 		}
 		fs.Func(name, usage+" (env "+name+", default "+string(*p)+")", func(s string) error {
-			cl, err := ParseConsistency(s)
+			cl, err := replication.ParseConsistency(s)
 			*p = cl
 			return err
 		})

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/goblocks/goblocks/node/replication"
 )
 
 // env serves kv as the environment. Unless kv mentions ClusterToken or
@@ -36,7 +38,7 @@ func TestLoadOriginalVariables(t *testing.T) {
 	if got := c.AdvertiseAddress(); got != "localhost:3002" {
 		t.Fatalf("AdvertiseAddress = %q", got)
 	}
-	if c.VNodes != 20 || c.StaleGracePeriod != 5*time.Minute || c.ReadConsistency != Quorum || c.Storage != "pebble" {
+	if c.VNodes != 20 || c.StaleGracePeriod != 5*time.Minute || c.ReadConsistency != replication.Quorum || c.Storage != "pebble" {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
@@ -47,7 +49,7 @@ func TestFlagsWinOverEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ReplicaName != "flagname" || c.Storage != "memory" || c.WriteConsistency != All {
+	if c.ReplicaName != "flagname" || c.Storage != "memory" || c.WriteConsistency != replication.All {
 		t.Fatalf("got %+v", c)
 	}
 	if got := c.AdvertiseAddress(); got != "10.0.0.1:4000" {
@@ -108,17 +110,6 @@ func TestLoadRejects(t *testing.T) {
 				t.Fatalf("err %v does not wrap ErrInvalid", err)
 			}
 		})
-	}
-}
-
-func TestConsistencyRequired(t *testing.T) {
-	for _, tc := range []struct {
-		c       Consistency
-		n, want int
-	}{{One, 3, 1}, {Quorum, 3, 2}, {All, 3, 3}, {Quorum, 4, 3}, {Quorum, 1, 1}, {One, 0, 0}, {Quorum, 2, 2}} {
-		if got := tc.c.Required(tc.n); got != tc.want {
-			t.Errorf("%s.Required(%d) = %d, want %d", tc.c, tc.n, got, tc.want)
-		}
 	}
 }
 

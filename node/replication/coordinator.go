@@ -17,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
@@ -48,8 +47,8 @@ type Options struct {
 	Engine           storage.Engine
 	Peers            Peers
 	Clock            *hlc.Clock
-	ReadConsistency  config.Consistency
-	WriteConsistency config.Consistency
+	ReadConsistency  Consistency
+	WriteConsistency Consistency
 	ReadRepairChance float64
 	// ReplicaTimeout bounds one replica call, including the calls that
 	// finish in the background after the client has its answer.
@@ -175,16 +174,16 @@ func (c *Coordinator) Close() {
 // stamps the write above the newest (the first phase of the ABD register),
 // then writes it. A nil error means a quorum (the consistency level) holds
 // this version or a newer, concurrent one.
-func (c *Coordinator) Put(ctx context.Context, id string, data []byte, cl config.Consistency) (hlc.Version, error) {
+func (c *Coordinator) Put(ctx context.Context, id string, data []byte, cl Consistency) (hlc.Version, error) {
 	return c.writeNewest(ctx, id, func(v hlc.Version) storage.Record { return storage.NewRecord(data, v) }, orDefault(cl, c.o.WriteConsistency))
 }
 
 // Delete writes a tombstone as the newest version of id, as Put does.
-func (c *Coordinator) Delete(ctx context.Context, id string, cl config.Consistency) (hlc.Version, error) {
+func (c *Coordinator) Delete(ctx context.Context, id string, cl Consistency) (hlc.Version, error) {
 	return c.writeNewest(ctx, id, storage.NewTombstone, orDefault(cl, c.o.WriteConsistency))
 }
 
-func (c *Coordinator) writeNewest(ctx context.Context, id string, build func(hlc.Version) storage.Record, cl config.Consistency) (hlc.Version, error) {
+func (c *Coordinator) writeNewest(ctx context.Context, id string, build func(hlc.Version) storage.Record, cl Consistency) (hlc.Version, error) {
 	// Stamping straight from the clock would be one round trip cheaper,
 	// but a clock that is behind (or a tie) would version the write below
 	// one already acknowledged, and re-stamping after the replicas refuse
@@ -203,7 +202,7 @@ func (c *Coordinator) writeNewest(ctx context.Context, id string, build func(hlc
 // clock past the newest once the consistency level has answered. Every
 // write acknowledged before is held by a quorum, which intersects this
 // one.
-func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl config.Consistency) error {
+func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl Consistency) error {
 	v := c.view.Load()
 	if v == nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, ErrNoView)
@@ -260,7 +259,7 @@ func awaitQuorum(ctx context.Context, q *quorum, results <-chan outcome, judge f
 	}
 }
 
-func orDefault(cl, def config.Consistency) config.Consistency {
+func orDefault(cl, def Consistency) Consistency {
 	if cl == "" {
 		return def
 	}
@@ -279,7 +278,7 @@ type outcome struct {
 // afterwards, or a newer one: after observeQuorumVersions a newer version
 // can only come from a concurrent write, which may be ordered after this
 // one (the Thomas write rule of the ABD register).
-func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, cl config.Consistency) error {
+func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, cl Consistency) error {
 	c.viewMu.RLock()
 	defer c.viewMu.RUnlock()
 	v := c.view.Load()
@@ -326,7 +325,7 @@ func (c *Coordinator) write(ctx context.Context, id string, rec storage.Record, 
 // At quorum and all, when the replies disagree, the newest version is
 // written back to a quorum of owners before Get returns it (ReadRepair
 // Blocking), so no read that starts later can return an older version.
-func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency) (storage.Record, error) {
+func (c *Coordinator) Get(ctx context.Context, id string, cl Consistency) (storage.Record, error) {
 	cl = orDefault(cl, c.o.ReadConsistency)
 	v := c.view.Load()
 	if v == nil {
@@ -412,7 +411,7 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 		}
 	}
 	var unasked []ring.Member
-	if next < len(old) && (cl == config.All || rand.Float64() < c.o.ReadRepairChance) {
+	if next < len(old) && (cl == All || rand.Float64() < c.o.ReadRepairChance) {
 		unasked = candidates[next:len(old)]
 	}
 	return c.answer(ctx, id, cl, got, unasked, old, pending)
@@ -422,9 +421,9 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl config.Consistency)
 // consistency level when the replies disagree (or repairs in the
 // background, at one or with ReadRepair Background), probes the owners in
 // unasked, and maps "nothing" and tombstones to storage.ErrNotFound.
-func (c *Coordinator) answer(ctx context.Context, id string, cl config.Consistency, got []outcome, unasked, old, pending []ring.Member) (storage.Record, error) {
+func (c *Coordinator) answer(ctx context.Context, id string, cl Consistency, got []outcome, unasked, old, pending []ring.Member) (storage.Record, error) {
 	newest := newestOf(got)
-	if c.o.ReadRepair == Blocking && cl != config.One && disagree(got, newest) && !newest.Version.IsZero() {
+	if c.o.ReadRepair == Blocking && cl != One && disagree(got, newest) && !newest.Version.IsZero() {
 		if err := c.writeBack(ctx, id, cl, newest, got, old, pending); err != nil {
 			return storage.Record{}, err
 		}
@@ -455,7 +454,7 @@ func disagree(got []outcome, newest storage.Record) bool {
 // count, the lagging ones are rewritten, and owners the read did not ask
 // stand in for rewrites that fail. A replica that holds an even newer
 // version counts too: a later read sees at least newest there.
-func (c *Coordinator) writeBack(ctx context.Context, id string, cl config.Consistency, newest storage.Record, got []outcome, old, pending []ring.Member) error {
+func (c *Coordinator) writeBack(ctx context.Context, id string, cl Consistency, newest storage.Record, got []outcome, old, pending []ring.Member) error {
 	q := newQuorum(cl.Required, names(old), names(pending))
 	asked := make(map[string]bool, len(got))
 	var lagging []outcome
@@ -529,7 +528,7 @@ func (c *Coordinator) writeBack(ctx context.Context, id string, cl config.Consis
 // rings at once and needs the consistency level in each, so it sees every
 // write acknowledged on either side of the ring swap (writes made by a
 // node that has already swapped reach only the new owners).
-func (c *Coordinator) getMigrating(ctx context.Context, id string, cl config.Consistency, old, pending []ring.Member) (storage.Record, error) {
+func (c *Coordinator) getMigrating(ctx context.Context, id string, cl Consistency, old, pending []ring.Member) (storage.Record, error) {
 	q := newQuorum(cl.Required, names(old), names(pending))
 	targets := c.localFirst(unionMembers(old, pending))
 	results := make(chan outcome, len(targets))

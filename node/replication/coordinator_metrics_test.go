@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
-	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
@@ -332,7 +331,7 @@ func mxIDs(t *testing.T) []string {
 type mxCase struct {
 	name         string
 	op           string // "put", "delete" or "get"
-	cl           config.Consistency
+	cl           Consistency
 	repairChance float64
 	seed         [3]mxVer
 	faults       [3]mxFault
@@ -360,136 +359,136 @@ func TestCoordinatorMetrics(t *testing.T) {
 	cases := []mxCase{
 		// Writes. QuorumFailures has two operation values, "write" and
 		// "read": Put and Delete both count as "write".
-		{name: "put/all healthy", op: "put", cl: config.Quorum,
+		{name: "put/all healthy", op: "put", cl: Quorum,
 			after: [3]mxVer{W, W, W}},
-		{name: "put/one replica down still has quorum", op: "put", cl: config.Quorum,
+		{name: "put/one replica down still has quorum", op: "put", cl: Quorum,
 			faults: [3]mxFault{mxOK, mxOK, down},
 			after:  [3]mxVer{W, W, Z}},
-		{name: "put/one replica rejects the apply", op: "put", cl: config.Quorum,
+		{name: "put/one replica rejects the apply", op: "put", cl: Quorum,
 			faults: [3]mxFault{mxOK, reject, mxOK},
 			after:  [3]mxVer{W, Z, W}},
-		{name: "put/two peers down", op: "put", cl: config.Quorum,
+		{name: "put/two peers down", op: "put", cl: Quorum,
 			faults:  [3]mxFault{mxOK, down, down},
 			wantErr: ErrUnavailable, want: mxCounts{QuorumWrite: 1},
 			after: [3]mxVer{Z, Z, Z}}, // the version query fails first: nothing is written
-		{name: "put/own engine and one peer down", op: "put", cl: config.Quorum,
+		{name: "put/own engine and one peer down", op: "put", cl: Quorum,
 			faults:  [3]mxFault{down, mxOK, down},
 			wantErr: ErrUnavailable, want: mxCounts{QuorumWrite: 1},
 			after: [3]mxVer{Z, Z, Z}},
-		{name: "put/consistency all with one down", op: "put", cl: config.All,
+		{name: "put/consistency all with one down", op: "put", cl: All,
 			faults:  [3]mxFault{mxOK, mxOK, down},
 			wantErr: ErrUnavailable, want: mxCounts{QuorumWrite: 1},
 			after: [3]mxVer{Z, Z, Z}},
-		{name: "delete/all healthy", op: "delete", cl: config.Quorum,
+		{name: "delete/all healthy", op: "delete", cl: Quorum,
 			seed:  [3]mxVer{N, N, N},
 			after: [3]mxVer{W, W, W}},
-		{name: "delete/two peers down", op: "delete", cl: config.Quorum,
+		{name: "delete/two peers down", op: "delete", cl: Quorum,
 			seed:    [3]mxVer{N, N, N},
 			faults:  [3]mxFault{mxOK, down, down},
 			wantErr: ErrUnavailable, want: mxCounts{QuorumWrite: 1},
 			after: [3]mxVer{N, N, N}},
 
 		// Reads, healthy.
-		{name: "get/consistent, no repair chance", op: "get", cl: config.Quorum,
+		{name: "get/consistent, no repair chance", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, N}, after: [3]mxVer{N, N, N}},
-		{name: "get/consistent, probe of the unasked owner", op: "get", cl: config.Quorum, repairChance: 1,
+		{name: "get/consistent, probe of the unasked owner", op: "get", cl: Quorum, repairChance: 1,
 			seed: [3]mxVer{N, N, N}, after: [3]mxVer{N, N, N}},
-		{name: "get/consistent at all", op: "get", cl: config.All,
+		{name: "get/consistent at all", op: "get", cl: All,
 			seed: [3]mxVer{N, N, N}, after: [3]mxVer{N, N, N}},
-		{name: "get/nothing stored", op: "get", cl: config.Quorum, repairChance: 1,
+		{name: "get/nothing stored", op: "get", cl: Quorum, repairChance: 1,
 			wantErr: storage.ErrNotFound},
 
 		// Fallbacks.
-		{name: "get/read-set peer down", op: "get", cl: config.Quorum,
+		{name: "get/read-set peer down", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, down, mxOK},
 			want:  mxCounts{Fallbacks: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/own engine down", op: "get", cl: config.Quorum,
+		{name: "get/own engine down", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{down, mxOK, mxOK},
 			want:  mxCounts{Fallbacks: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/read-set peer down, fallback replica stale", op: "get", cl: config.Quorum,
+		{name: "get/read-set peer down, fallback replica stale", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, O}, faults: [3]mxFault{mxOK, down, mxOK},
 			want:  mxCounts{Fallbacks: 1, RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/unasked peer down is never asked", op: "get", cl: config.Quorum, repairChance: 0,
+		{name: "get/unasked peer down is never asked", op: "get", cl: Quorum, repairChance: 0,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, mxOK, down},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/unasked peer down fails its probe silently", op: "get", cl: config.Quorum, repairChance: 1,
+		{name: "get/unasked peer down fails its probe silently", op: "get", cl: Quorum, repairChance: 1,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, mxOK, down},
 			after: [3]mxVer{N, N, N}},
 
 		// Read repair.
-		{name: "get/stale peer in read set", op: "get", cl: config.Quorum,
+		{name: "get/stale peer in read set", op: "get", cl: Quorum,
 			seed:  [3]mxVer{N, O, N},
 			want:  mxCounts{RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/peer in read set missing the block", op: "get", cl: config.Quorum,
+		{name: "get/peer in read set missing the block", op: "get", cl: Quorum,
 			seed:  [3]mxVer{N, Z, N},
 			want:  mxCounts{RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/stale own replica", op: "get", cl: config.Quorum,
+		{name: "get/stale own replica", op: "get", cl: Quorum,
 			seed:  [3]mxVer{O, N, N},
 			want:  mxCounts{RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/stale unasked peer, no repair chance", op: "get", cl: config.Quorum, repairChance: 0,
+		{name: "get/stale unasked peer, no repair chance", op: "get", cl: Quorum, repairChance: 0,
 			seed:  [3]mxVer{N, N, O},
 			after: [3]mxVer{N, N, O}},
-		{name: "get/stale unasked peer, repair chance 1", op: "get", cl: config.Quorum, repairChance: 1,
+		{name: "get/stale unasked peer, repair chance 1", op: "get", cl: Quorum, repairChance: 1,
 			seed:  [3]mxVer{N, N, O},
 			want:  mxCounts{RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/two stale peers", op: "get", cl: config.Quorum, repairChance: 1,
+		{name: "get/two stale peers", op: "get", cl: Quorum, repairChance: 1,
 			seed:  [3]mxVer{N, O, Z},
 			want:  mxCounts{RepairOK: 2},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/stale peer at all", op: "get", cl: config.All,
+		{name: "get/stale peer at all", op: "get", cl: All,
 			seed:  [3]mxVer{N, N, O},
 			want:  mxCounts{RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
 		// The read set disagrees, so the newest version must reach a
 		// quorum before the read answers: the rejected rewrite is covered
 		// by the owner the read did not ask (it already holds it: "ok").
-		{name: "get/repair to a peer that rejects it", op: "get", cl: config.Quorum,
+		{name: "get/repair to a peer that rejects it", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, O, N}, faults: [3]mxFault{mxOK, reject, mxOK},
 			want:  mxCounts{RepairFailed: 1, RepairOK: 1},
 			after: [3]mxVer{N, O, N}},
-		{name: "get/probe repair to a peer that rejects it", op: "get", cl: config.Quorum, repairChance: 1,
+		{name: "get/probe repair to a peer that rejects it", op: "get", cl: Quorum, repairChance: 1,
 			seed: [3]mxVer{N, N, O}, faults: [3]mxFault{mxOK, mxOK, reject},
 			want:  mxCounts{RepairFailed: 1},
 			after: [3]mxVer{N, N, O}},
 
 		// Corrupt copies: a corrupt reply counts as a missing copy, the
 		// read asks one more replica (a fallback) and repairs the corrupt one.
-		{name: "get/corrupt peer in read set", op: "get", cl: config.Quorum,
+		{name: "get/corrupt peer in read set", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, corrupt, mxOK},
 			want:  mxCounts{Fallbacks: 1, RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/corrupt peer holding an older version", op: "get", cl: config.Quorum,
+		{name: "get/corrupt peer holding an older version", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, O, N}, faults: [3]mxFault{mxOK, corrupt, mxOK},
 			want:  mxCounts{Fallbacks: 1, RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/corrupt own replica", op: "get", cl: config.Quorum,
+		{name: "get/corrupt own replica", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{corrupt, mxOK, mxOK},
 			want:  mxCounts{Fallbacks: 1, RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
 
 		// Read quorum failures.
-		{name: "get/two peers down", op: "get", cl: config.Quorum,
+		{name: "get/two peers down", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, down, down},
 			wantErr: ErrUnavailable, want: mxCounts{Fallbacks: 1, QuorumRead: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/consistency all with one down", op: "get", cl: config.All,
+		{name: "get/consistency all with one down", op: "get", cl: All,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, mxOK, down},
 			wantErr: ErrUnavailable, want: mxCounts{QuorumRead: 1},
 			after: [3]mxVer{N, N, N}},
 		// At ALL a corrupt copy raises the need to 4 of 3: the read fails,
 		// but the copies it did read still repair the corrupt one.
-		{name: "get/consistency all with a corrupt peer", op: "get", cl: config.All,
+		{name: "get/consistency all with a corrupt peer", op: "get", cl: All,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, corrupt, mxOK},
 			wantErr: ErrUnavailable, want: mxCounts{QuorumRead: 1, RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
-		{name: "get/corrupt peer and fallback peer down", op: "get", cl: config.Quorum,
+		{name: "get/corrupt peer and fallback peer down", op: "get", cl: Quorum,
 			seed: [3]mxVer{N, N, N}, faults: [3]mxFault{mxOK, corrupt, down},
 			wantErr: ErrUnavailable, want: mxCounts{Fallbacks: 1, QuorumRead: 1, RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
@@ -501,7 +500,7 @@ func TestCoordinatorMetrics(t *testing.T) {
 		// released, every held repair succeeds (the first one applies, the
 		// others find the version already there: Apply reports no error),
 		// so one lagging replica counts cap(repairSlots) "ok" repairs.
-		{name: "get/repair dropped when every slot is busy", op: "get", cl: config.Quorum, background: true,
+		{name: "get/repair dropped when every slot is busy", op: "get", cl: Quorum, background: true,
 			seed: [3]mxVer{N, O, N}, gated: [3]bool{false, true, false}, fillRepairSlots: true,
 			want:  mxCounts{RepairOK: 64, Dropped: 1},
 			after: [3]mxVer{N, N, N}},
@@ -561,8 +560,8 @@ func mxRun(t *testing.T, tc mxCase, id string) {
 		Engine:           mxEngine{Engine: reps[0].eng, r: reps[0]},
 		Peers:            peers,
 		Clock:            hlc.NewClock(nil, 0),
-		ReadConsistency:  config.Quorum,
-		WriteConsistency: config.Quorum,
+		ReadConsistency:  Quorum,
+		WriteConsistency: Quorum,
 		ReadRepairChance: tc.repairChance,
 		ReplicaTimeout:   30 * time.Second,
 		Logger:           zerolog.Nop(),

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
-	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
@@ -96,7 +95,7 @@ func lzCoordinator(t *testing.T, p *lzPeers, self string, wall func() time.Time,
 	metrics := NewMetrics(nil)
 	c := New(Options{
 		Self: self, Engine: p.engines[addr], Peers: p, Clock: hlc.NewClock(wall, time.Hour),
-		ReadConsistency: config.Quorum, WriteConsistency: config.Quorum,
+		ReadConsistency: Quorum, WriteConsistency: Quorum,
 		ReplicaTimeout: time.Minute, Logger: zerolog.Nop(), Metrics: metrics, ReadRepair: mode,
 	})
 	c.SetView(ring.View{Current: rg, RF: 3})

@@ -2,8 +2,6 @@ package replication
 
 import (
 	"testing"
-
-	"github.com/goblocks/goblocks/node/config"
 )
 
 func TestQuorumDecisions(t *testing.T) {
@@ -13,28 +11,28 @@ func TestQuorumDecisions(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		cl       config.Consistency
+		cl       Consistency
 		old, new []string
 		outcomes []outcome
 		done, ok bool
 	}{
-		{"quorum needs two", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"a", true}}, false, false},
-		{"quorum reached", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"a", true}, {"c", true}}, true, true},
-		{"quorum one down", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"b", false}, {"a", true}, {"c", true}}, true, true},
-		{"quorum lost", config.Quorum, []string{"a", "b", "c"}, nil, []outcome{{"b", false}, {"c", false}}, true, false},
-		{"all waits for every one", config.All, []string{"a", "b", "c"}, nil, []outcome{{"a", true}, {"b", true}}, false, false},
-		{"all fails on one failure", config.All, []string{"a", "b", "c"}, nil, []outcome{{"a", false}}, true, false},
-		{"one", config.One, []string{"a", "b", "c"}, nil, []outcome{{"c", true}}, true, true},
-		{"migration needs both sets", config.Quorum, []string{"a", "b", "c"}, []string{"a", "b", "d"},
+		{"quorum needs two", Quorum, []string{"a", "b", "c"}, nil, []outcome{{"a", true}}, false, false},
+		{"quorum reached", Quorum, []string{"a", "b", "c"}, nil, []outcome{{"a", true}, {"c", true}}, true, true},
+		{"quorum one down", Quorum, []string{"a", "b", "c"}, nil, []outcome{{"b", false}, {"a", true}, {"c", true}}, true, true},
+		{"quorum lost", Quorum, []string{"a", "b", "c"}, nil, []outcome{{"b", false}, {"c", false}}, true, false},
+		{"all waits for every one", All, []string{"a", "b", "c"}, nil, []outcome{{"a", true}, {"b", true}}, false, false},
+		{"all fails on one failure", All, []string{"a", "b", "c"}, nil, []outcome{{"a", false}}, true, false},
+		{"one", One, []string{"a", "b", "c"}, nil, []outcome{{"c", true}}, true, true},
+		{"migration needs both sets", Quorum, []string{"a", "b", "c"}, []string{"a", "b", "d"},
 			[]outcome{{"a", true}, {"c", true}}, false, false},
-		{"migration shared members count twice", config.Quorum, []string{"a", "b", "c"}, []string{"a", "b", "d"},
+		{"migration shared members count twice", Quorum, []string{"a", "b", "c"}, []string{"a", "b", "d"},
 			[]outcome{{"a", true}, {"b", true}}, true, true},
-		{"migration new set lost", config.Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
+		{"migration new set lost", Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
 			[]outcome{{"a", true}, {"b", true}, {"d", false}, {"e", false}}, true, false},
-		{"migration old set reached, new waits", config.Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
+		{"migration old set reached, new waits", Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
 			[]outcome{{"b", true}, {"c", true}, {"d", true}}, false, false},
-		{"no replicas", config.Quorum, nil, nil, nil, true, false},
-		{"fewer members than rf", config.Quorum, []string{"a"}, nil, []outcome{{"a", true}}, true, true},
+		{"no replicas", Quorum, nil, nil, nil, true, false},
+		{"fewer members than rf", Quorum, []string{"a"}, nil, []outcome{{"a", true}}, true, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
