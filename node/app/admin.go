@@ -10,59 +10,20 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/goblocks/goblocks/node/adminapi"
 	"github.com/goblocks/goblocks/node/api"
-	"github.com/goblocks/goblocks/node/migration"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/ui"
 )
 
-// NodeStatus is GET /admin/cluster: the node's view of the cluster plus
-// what it stores itself, so a client can build a per-node table by asking
-// each member.
-type NodeStatus struct {
-	migration.ClusterStatus
-	Addr   string `json:"addr"`
-	Blocks int64  `json:"blocks"` // copies stored here (owned and stale)
-	// OwnedBlocks and StaleBlocks split Blocks as of the last GC pass
-	// (which runs at every ring swap): stale copies moved away and are
-	// collected when the grace period ends.
-	OwnedBlocks int64 `json:"owned_blocks"`
-	StaleBlocks int64 `json:"stale_blocks"`
-}
-
-// RingStatus is GET /admin/ring: the ring this node routes by (and the
-// target ring while a migration runs), for the CLI's ring table and /ui.
-type RingStatus struct {
-	Node   string     `json:"node"`
-	Epoch  int64      `json:"epoch"`
-	RF     int        `json:"rf"`
-	Ring   *RingTable `json:"ring"`
-	Target *RingTable `json:"target,omitempty"`
-}
-
-// RingTable lists members with their share and every vnode token. Tokens
-// are decimal strings: JSON numbers lose precision past 2^53.
-type RingTable struct {
-	Members []RingMember `json:"members"`
-	VNodes  []RingVNode  `json:"vnodes"`
-}
-
-// RingMember is one node of a RingTable.
-type RingMember struct {
-	Name   string `json:"name"`
-	Addr   string `json:"addr"`
-	VNodes int    `json:"vnodes"`
-	// Share is the fraction of all replicas the node holds (sums to 1);
-	// PrimaryShare the fraction of the key space it is first owner of.
-	Share        float64 `json:"share"`
-	PrimaryShare float64 `json:"primary_share"`
-}
-
-// RingVNode is one token.
-type RingVNode struct {
-	Token string `json:"token"`
-	Node  string `json:"node"`
-}
+// The admin endpoints' JSON types (package adminapi, shared with client).
+type (
+	NodeStatus = adminapi.NodeStatus
+	RingStatus = adminapi.RingStatus
+	RingTable  = adminapi.RingTable
+	RingMember = adminapi.RingMember
+	RingVNode  = adminapi.RingVNode
+)
 
 func (n *Node) adminRoutes(r *mux.Router) {
 	r.Handle("/admin/cluster", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {

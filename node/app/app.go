@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
+	"github.com/goblocks/goblocks/node/adminapi"
 	"github.com/goblocks/goblocks/node/antientropy"
 	"github.com/goblocks/goblocks/node/api"
 	"github.com/goblocks/goblocks/node/auth"
@@ -369,7 +370,7 @@ func (n *Node) ClusterStatus() migration.ClusterStatus {
 	st := migration.ClusterStatus{Node: n.cfg.ReplicaName, Connected: true, Participants: []migration.ParticipantStatus{}}
 	if v := n.coord.View(); v != nil {
 		for _, m := range v.Current.Members() {
-			st.Members = append(st.Members, membership.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes})
+			st.Members = append(st.Members, adminapi.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes})
 			st.RingMembers = append(st.RingMembers, m.Name)
 		}
 	}

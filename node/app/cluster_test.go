@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/internal/testkit"
+	"github.com/goblocks/goblocks/node/adminapi"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/hlc"
 )
@@ -294,6 +295,23 @@ func TestProfilesNeedAdminToken(t *testing.T) {
 		status, body, _, err := c.do(http.MethodGet, c.url(0, tc.path), nil, tc.hdr...)
 		if err != nil || status != tc.status {
 			t.Errorf("GET %s (token %v): %d %.80s %v, want %d", tc.path, tc.hdr != nil, status, body, err, tc.status)
+		}
+	}
+}
+
+// What the admin endpoints write is exactly the contract package client
+// reads: every field decodes, none is left over.
+func TestAdminJSONIsTheContract(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{storage: "memory"})
+	for path, into := range map[string]any{"/admin/cluster": &adminapi.NodeStatus{}, "/admin/ring": &adminapi.RingStatus{}} {
+		status, body, _, err := c.do(http.MethodGet, c.url(0, path), nil)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", path, status, err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(into); err != nil {
+			t.Errorf("%s does not decode into the contract: %v\n%s", path, err, body)
 		}
 	}
 }

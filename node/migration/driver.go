@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/goblocks/goblocks/node/adminapi"
 	"github.com/goblocks/goblocks/node/membership"
 	"github.com/goblocks/goblocks/node/pace"
 	"github.com/goblocks/goblocks/node/ring"
@@ -77,14 +78,13 @@ type Driver struct {
 	recvBytes      int64
 }
 
-// RoundSummary describes the last round this node saw commit.
-type RoundSummary struct {
-	ID         string  `json:"id"`
-	Epoch      int64   `json:"epoch"`
-	Seconds    float64 `json:"seconds"`
-	SentBlocks int64   `json:"sent_blocks"`
-	SentBytes  int64   `json:"sent_bytes"`
-}
+// The status types are the operator contract's (package adminapi).
+type (
+	ClusterStatus     = adminapi.ClusterStatus
+	ParticipantStatus = adminapi.ParticipantStatus
+	TransferStatus    = adminapi.TransferStatus
+	RoundSummary      = adminapi.RoundSummary
+)
 
 // New returns a driver; Run starts it.
 func New(o Options) *Driver {
@@ -477,45 +477,6 @@ func (d *Driver) gcLoop(ctx context.Context) {
 // pass that collects it runs.
 const gcExpirySlack = 100 * time.Millisecond
 
-// ClusterStatus is what GET /admin/cluster shows.
-type ClusterStatus struct {
-	Node         string              `json:"node"`
-	Connected    bool                `json:"connected"`
-	Members      []membership.Member `json:"members"`
-	RingMembers  []string            `json:"ring_members"`
-	Epoch        int64               `json:"epoch"`
-	ViewEpoch    int64               `json:"view_epoch"`
-	Migrating    bool                `json:"migrating"`
-	Pending      bool                `json:"pending"`
-	Round        string              `json:"round,omitempty"`
-	Target       []string            `json:"target,omitempty"`
-	Participants []ParticipantStatus `json:"participants"`
-	Transfer     TransferStatus      `json:"transfer"`
-	LastRound    *RoundSummary       `json:"last_round,omitempty"`
-	// RoundsAborted counts rounds this node aborted (a participant died).
-	RoundsAborted int64   `json:"rounds_aborted"`
-	GC            GCStats `json:"gc"`
-	Leaving       bool    `json:"leaving"`
-}
-
-// ParticipantStatus is one participant's registration and readiness.
-type ParticipantStatus struct {
-	Name       string `json:"name"`
-	Registered bool   `json:"registered"`
-	Ready      bool   `json:"ready"`
-	SentBlocks int64  `json:"sent_blocks"`
-	SentBytes  int64  `json:"sent_bytes"`
-}
-
-// TransferStatus is this node's transfer progress in the running round.
-type TransferStatus struct {
-	PlannedBlocks  int64 `json:"planned_blocks"`
-	SentBlocks     int64 `json:"sent_blocks"`
-	SentBytes      int64 `json:"sent_bytes"`
-	ReceivedBlocks int64 `json:"received_blocks"`
-	ReceivedBytes  int64 `json:"received_bytes"`
-}
-
 // Received counts blocks that arrived by migration (for the status).
 func (d *Driver) Received(blocks, bytes int64) {
 	d.o.Metrics.ReceivedBlocks.Add(float64(blocks))
@@ -532,13 +493,14 @@ func (d *Driver) Status() ClusterStatus {
 	defer d.mu.Unlock()
 	s := d.snap
 	out := ClusterStatus{
-		Node: d.o.Self.Name, Connected: s.Connected, Members: s.Members,
+		Node: d.o.Self.Name, Connected: s.Connected,
 		Migrating: d.status.Migrating, Pending: d.status.Pending, GC: d.lastGC, Leaving: d.leaving.Load(),
 		ViewEpoch: d.local.ViewEpoch, RoundsAborted: d.aborted.Load(),
 		Participants: []ParticipantStatus{},
 	}
-	if out.Members == nil {
-		out.Members = []membership.Member{}
+	out.Members = make([]adminapi.Member, 0, len(s.Members))
+	for _, m := range s.Members {
+		out.Members = append(out.Members, adminapi.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes, Leaving: m.Leaving})
 	}
 	if s.Ring != nil {
 		out.Epoch, out.RingMembers = s.Ring.Epoch, membership.Names(s.Ring.Members)

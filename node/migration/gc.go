@@ -3,19 +3,13 @@ package migration
 import (
 	"time"
 
+	"github.com/goblocks/goblocks/node/adminapi"
 	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 )
 
-// GCStats counts one reconcile pass.
-type GCStats struct {
-	Scanned          int64 `json:"scanned"`
-	MarkedStale      int64 `json:"marked_stale"`
-	Reowned          int64 `json:"reowned"`
-	Collected        int64 `json:"collected"`
-	TombstonesPurged int64 `json:"tombstones_purged"`
-	Stale            int64 `json:"stale"` // stale copies left after the pass
-}
+// GCStats counts one reconcile pass (the operator contract's type).
+type GCStats = adminapi.GCStats
 
 // reconcile makes each local record's state match the view: copies this
 // node owns in neither the committed nor the target ring become stale (and
