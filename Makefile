@@ -98,7 +98,8 @@ clean:
 # Works offline: the node image is FROM scratch, and `make images` builds
 # the ZooKeeper and Prometheus images from Debian packages under the
 # official names when they are not present. OBSERVABILITY=1 adds Grafana
-# and Jaeger (official images: needs a registry) and turns tracing on.
+# and Jaeger (official images: pulled if missing; without a registry,
+# compose/check-images.sh says how to load them) and turns tracing on.
 
 IMAGE            ?= goblocks:latest
 ZOOKEEPER_IMAGE  ?= zookeeper:3.8
@@ -144,6 +145,7 @@ images:
 	 [ $$zkrc = 0 ] && [ $$promrc = 0 ]
 
 up: images image
+	$(if $(filter 1 true yes,$(OBSERVABILITY)),compose/check-images.sh $(GRAFANA_IMAGE) $(JAEGER_IMAGE))
 	compose/rewind-ports.sh $(NODE_PORTS) $(IMAGE)
 	$(COMPOSE_CMD) up -d --remove-orphans --scale node=$(N)
 	COMPOSE="$(COMPOSE_CMD)" compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)

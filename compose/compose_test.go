@@ -381,3 +381,34 @@ func cleanEnv() []string {
 	}
 	return env
 }
+
+// check-images.sh passes for an image the machine has and, for one it
+// cannot find or pull, fails with the paragraph that says what to do.
+func TestCheckImagesExplainsMissingImages(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("docker is not installed")
+	}
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		t.Skip("the docker engine does not answer")
+	}
+	run := func(images ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "./check-images.sh", images...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(); err != nil {
+		t.Fatalf("no image to check: %v\n%s", err, out)
+	}
+	// A name no registry serves (.invalid never resolves).
+	const missing = "registry.invalid/goblocks/no-such-image:1"
+	out, err := run(missing)
+	if err == nil {
+		t.Fatalf("a missing image passed:\n%s", out)
+	}
+	for _, want := range []string{missing, "could not be pulled", "make up", "docker load"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the explanation lacks %q:\n%s", want, out)
+		}
+	}
+}
