@@ -23,16 +23,16 @@ func TestDiff(t *testing.T) {
 		pull, push    []string
 	}{
 		{name: "both empty"},
-		{name: "equal", local: []Entry{{"a", v(1, "n0")}, {"b", v(2, "n1")}}, remote: []Entry{{"a", v(1, "n0")}, {"b", v(2, "n1")}}},
-		{name: "only remote", remote: []Entry{{"a", v(1, "n0")}}, pull: []string{"a"}},
-		{name: "only local", local: []Entry{{"a", v(1, "n0")}}, push: []string{"a"}},
-		{name: "remote newer", local: []Entry{{"a", v(1, "n0")}}, remote: []Entry{{"a", v(2, "n0")}}, pull: []string{"a"}},
-		{name: "local newer", local: []Entry{{"a", v(3, "n0")}}, remote: []Entry{{"a", v(2, "n0")}}, push: []string{"a"}},
-		{name: "tie broken by node", local: []Entry{{"a", v(2, "n1")}}, remote: []Entry{{"a", v(2, "n0")}}, push: []string{"a"}},
+		{name: "equal", local: []Entry{{ID: "a", Version: v(1, "n0")}, {ID: "b", Version: v(2, "n1")}}, remote: []Entry{{ID: "a", Version: v(1, "n0")}, {ID: "b", Version: v(2, "n1")}}},
+		{name: "only remote", remote: []Entry{{ID: "a", Version: v(1, "n0")}}, pull: []string{"a"}},
+		{name: "only local", local: []Entry{{ID: "a", Version: v(1, "n0")}}, push: []string{"a"}},
+		{name: "remote newer", local: []Entry{{ID: "a", Version: v(1, "n0")}}, remote: []Entry{{ID: "a", Version: v(2, "n0")}}, pull: []string{"a"}},
+		{name: "local newer", local: []Entry{{ID: "a", Version: v(3, "n0")}}, remote: []Entry{{ID: "a", Version: v(2, "n0")}}, push: []string{"a"}},
+		{name: "tie broken by node", local: []Entry{{ID: "a", Version: v(2, "n1")}}, remote: []Entry{{ID: "a", Version: v(2, "n0")}}, push: []string{"a"}},
 		{
 			name:   "mixed and unsorted",
-			local:  []Entry{{"d", v(5, "n0")}, {"a", v(1, "n0")}, {"c", v(9, "n0")}},
-			remote: []Entry{{"c", v(7, "n0")}, {"b", v(1, "n0")}, {"a", v(4, "n0")}, {"e", v(1, "n0")}},
+			local:  []Entry{{ID: "d", Version: v(5, "n0")}, {ID: "a", Version: v(1, "n0")}, {ID: "c", Version: v(9, "n0")}},
+			remote: []Entry{{ID: "c", Version: v(7, "n0")}, {ID: "b", Version: v(1, "n0")}, {ID: "a", Version: v(4, "n0")}, {ID: "e", Version: v(1, "n0")}},
 			pull:   []string{"a", "b", "e"}, push: []string{"c", "d"},
 		},
 	} {
