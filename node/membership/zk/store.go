@@ -3,7 +3,7 @@
 //
 // Layout under the root (default /goblocks):
 //
-//	members/member-<seq>          ephemeral sequential, one per live node (JSON Member)
+//	members/member-<name>-<seq>   ephemeral sequential, one per live node (JSON Member)
 //	ring                          the committed ring (JSON RingState)
 //	migration                     the barrier of the running round (JSON Barrier)
 //	migration/participants/<name> ephemeral, one per registered participant (JSON Participant)
@@ -288,7 +288,8 @@ func (s *Store) ensureRegistered() error {
 	if err != nil {
 		return err
 	}
-	p, err := s.conn.CreateProtectedEphemeralSequential(s.p("members", "member-"), data, s.acl)
+	// The name in the znode name lets an operator read `ls members`.
+	p, err := s.conn.CreateProtectedEphemeralSequential(s.p("members", "member-"+s.self.Name+"-"), data, s.acl)
 	if err != nil {
 		return fmt.Errorf("register member: %w", err)
 	}
