@@ -178,5 +178,10 @@ func RingID(r *ring.Ring, rf int) string {
 	for _, m := range r.Members() { // sorted by name
 		h.Write([]byte(m.Name + "\x00" + strconv.Itoa(m.VNodes) + "\n"))
 	}
+	// Tokens are recorded in the ring (allocated, not only derived from
+	// names): two rings of the same members may place blocks differently.
+	for _, v := range r.VNodes() {
+		h.Write([]byte(strconv.FormatUint(v.Token, 16) + "\x00" + v.Node + "\n"))
+	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }

@@ -21,6 +21,8 @@ func TestValidate(t *testing.T) {
 		{"address without port", with(func(m *Member) { m.Addr = "10.0.0.1" }).Validate(), "address"},
 		{"zero vnodes", with(func(m *Member) { m.VNodes = 0 }).Validate(), "vnodes"},
 		{"huge vnodes", with(func(m *Member) { m.VNodes = 1 << 20 }).Validate(), "vnodes"},
+		{"tokens for every vnode", with(func(m *Member) { m.VNodes, m.Tokens = 2, []uint64{1, 2} }).Validate(), ""},
+		{"fewer tokens than vnodes", with(func(m *Member) { m.VNodes, m.Tokens = 3, []uint64{1, 2} }).Validate(), "tokens"},
 		{"good ring", ring(good, with(func(m *Member) { m.Name = "node-2" })).Validate(), ""},
 		{"empty ring", ring().Validate(), "no members"},
 		{"ring with a name twice", ring(good, good).Validate(), "twice"},

@@ -16,6 +16,9 @@ import (
 // does not hold.
 type Local struct {
 	Self string
+	// RF is the replication factor new members' tokens are balanced for
+	// (0: tokens derived from names, as before allocation existed).
+	RF int
 	// ViewRound is the round whose dual-ring view this node has switched
 	// to ("" = none). Switching waits for in-flight writes on the old view.
 	ViewRound string
@@ -78,7 +81,7 @@ func Decide(s membership.Snapshot, l Local, newID func() string) ([]Action, Stat
 		if len(target) == 0 {
 			return nil, st
 		}
-		return []Action{{Kind: InitRing, Ring: membership.RingState{Epoch: 1, Members: target}}}, st
+		return []Action{{Kind: InitRing, Ring: membership.RingState{Epoch: 1, Members: placeTarget(nil, target, l.RF)}}}, st
 	}
 	if l.Leaving && len(target) == 0 {
 		// Every live member is leaving (the whole cluster shuts down):
@@ -102,7 +105,7 @@ func Decide(s membership.Snapshot, l Local, newID func() string) ([]Action, Stat
 			nb := membership.Barrier{
 				ID:           newID(),
 				FromEpoch:    s.Ring.Epoch,
-				Target:       target,
+				Target:       placeTarget(s.Ring.Members, target, l.RF),
 				Participants: participants(s.Members, s.Ring.Members, target),
 			}
 			acts = append(acts, Action{Kind: CreateBarrier, Barrier: nb, Ring: *s.Ring})

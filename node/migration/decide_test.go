@@ -2,6 +2,7 @@ package migration
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ func m(names ...string) []membership.Member {
 	return out
 }
 
-func ringOf(epoch int64, names ...string) *membership.RingState {
+func ringState(epoch int64, names ...string) *membership.RingState {
 	return &membership.RingState{Epoch: epoch, Members: m(names...)}
 }
 
@@ -67,69 +68,69 @@ func TestDecide(t *testing.T) {
 			"InitRing(e1:a)", false},
 		{"leaving members are not in a first ring", membership.Snapshot{Connected: true, Members: m("a", "b!")}, Local{Self: "a"},
 			"InitRing(e1:a)", false},
-		{"adopt committed ring", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringOf(3, "a", "b")},
+		{"adopt committed ring", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringState(3, "a", "b")},
 			Local{Self: "a"}, "SwapRing(e3:a,b)", false},
-		{"steady state", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringOf(3, "a", "b")},
+		{"steady state", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringState(3, "a", "b")},
 			Local{Self: "a", ViewEpoch: 3}, "", false},
-		{"join starts a round", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b")},
+		{"join starts a round", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b")},
 			Local{Self: "a", ViewEpoch: 3}, "CreateBarrier(r1->a,b,c parts=a,b,c)", false},
-		{"crash starts a round without it", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringOf(3, "a", "b", "c")},
+		{"crash starts a round without it", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringState(3, "a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3}, "CreateBarrier(r1->a,c parts=a,c)", false},
-		{"graceful leave: leaving node sends but is not a target", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringOf(3, "a", "b", "c")},
+		{"graceful leave: leaving node sends but is not a target", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringState(3, "a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3}, "CreateBarrier(r1->a,c parts=a,b,c)", false},
-		{"switch view first", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+		{"switch view first", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c")}, Local{Self: "a", ViewEpoch: 3}, "SwitchView(r1)", false},
-		{"register after switch", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+		{"register after switch", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c")}, Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "Register(r1)", false},
-		{"wait for every registration before scanning", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+		{"wait for every registration before scanning", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "", false},
-		{"all registered: transfer", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+		{"all registered: transfer", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "StartTransfer(r1)", false},
-		{"transfer running", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+		{"transfer running", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1"}, "", false},
-		{"transfer done: ready", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+		{"transfer done: ready", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1", TransferDone: true}, "MarkReady(r1)", false},
-		{"all ready: commit", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(3, "a", "b"),
+		{"all ready: commit", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a+", "b+", "c+")},
 			Local{Self: "c", ViewEpoch: 3, ViewRound: "r1"}, "Commit(e4:a,b,c)", false},
-		{"join during round: pending", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(3, "a", "b"),
+		{"join during round: pending", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1"}, "", true},
-		{"late joiner switches view but is no participant", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(3, "a", "b"),
+		{"late joiner switches view but is no participant", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
 			Local{Self: "d"}, "SwapRing(e3:a,b) SwitchView(r1)", true},
-		{"late joiner waits", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(3, "a", "b"),
+		{"late joiner waits", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
 			Local{Self: "d", ViewEpoch: 3, ViewRound: "r1"}, "", true},
-		{"participant died: abort", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringOf(3, "a", "b"),
+		{"participant died: abort", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringState(3, "a", "b"),
 			Barrier: barrier("r1", 3, []string{"a", "b", "c"}, "a", "b", "c"), Participants: parts("a", "c")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "Abort(r1)", true},
-		{"after abort: back to committed ring, new round", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringOf(3, "a", "b")},
+		{"after abort: back to committed ring, new round", membership.Snapshot{Connected: true, Members: m("a", "c"), Ring: ringState(3, "a", "b")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1"}, "SwapRing(e3:a,b) CreateBarrier(r1->a,c parts=a,c)", false},
-		{"after commit: swap", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringOf(4, "a", "b", "c")},
+		{"after commit: swap", membership.Snapshot{Connected: true, Members: m("a", "b", "c"), Ring: ringState(4, "a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1", TransferRound: "r1", TransferDone: true}, "SwapRing(e4:a,b,c)", false},
-		{"after commit with pending change: swap and next round", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringOf(4, "a", "b", "c")},
+		{"after commit with pending change: swap and next round", membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: ringState(4, "a", "b", "c")},
 			Local{Self: "a", ViewEpoch: 3, ViewRound: "r1"}, "SwapRing(e4:a,b,c) CreateBarrier(r1->a,b,c,d parts=a,b,c,d)", false},
-		{"leaving node out of the ring may exit", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringOf(4, "a", "c")},
+		{"leaving node out of the ring may exit", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringState(4, "a", "c")},
 			Local{Self: "b", ViewEpoch: 4, Leaving: true}, "LeaveDone", false},
-		{"whole cluster leaving: nobody to hand over to, exit", membership.Snapshot{Connected: true, Members: m("a!", "b!", "c!"), Ring: ringOf(4, "a", "b", "c")},
+		{"whole cluster leaving: nobody to hand over to, exit", membership.Snapshot{Connected: true, Members: m("a!", "b!", "c!"), Ring: ringState(4, "a", "b", "c")},
 			Local{Self: "b", ViewEpoch: 4, Leaving: true}, "LeaveDone", false},
-		{"whole cluster leaving during a round: exit too", membership.Snapshot{Connected: true, Members: m("a!", "b!"), Ring: ringOf(4, "a", "b"),
+		{"whole cluster leaving during a round: exit too", membership.Snapshot{Connected: true, Members: m("a!", "b!"), Ring: ringState(4, "a", "b"),
 			Barrier: barrier("r1", 4, []string{"a", "b", "c"}, "a", "b"), Participants: parts("a", "b")},
 			Local{Self: "a", ViewEpoch: 4, ViewRound: "r1", Leaving: true}, "LeaveDone", false},
-		{"last member standing leaves while others already left", membership.Snapshot{Connected: true, Members: m("c!"), Ring: ringOf(4, "a", "b", "c")},
+		{"last member standing leaves while others already left", membership.Snapshot{Connected: true, Members: m("c!"), Ring: ringState(4, "a", "b", "c")},
 			Local{Self: "c", ViewEpoch: 4, Leaving: true}, "LeaveDone", false},
-		{"leaving node still in the ring waits", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringOf(4, "a", "b", "c"),
+		{"leaving node still in the ring waits", membership.Snapshot{Connected: true, Members: m("a", "b!", "c"), Ring: ringState(4, "a", "b", "c"),
 			Barrier: barrier("r1", 4, []string{"a", "c"}, "a", "b", "c"), Participants: parts("a", "b", "c")},
 			Local{Self: "b", ViewEpoch: 4, ViewRound: "r1", Leaving: true}, "StartTransfer(r1)", false},
-		{"leaving node not part of a later round exits", membership.Snapshot{Connected: true, Members: m("a", "b!", "c", "d"), Ring: ringOf(5, "a", "c"),
+		{"leaving node not part of a later round exits", membership.Snapshot{Connected: true, Members: m("a", "b!", "c", "d"), Ring: ringState(5, "a", "c"),
 			Barrier: barrier("r2", 5, []string{"a", "c", "d"}, "a", "c", "d")},
 			Local{Self: "b", ViewEpoch: 5, Leaving: true}, "LeaveDone SwitchView(r2)", false},
-		{"barrier of the previous epoch: its deletion is on the way", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringOf(5, "a", "b"),
+		{"barrier of the previous epoch: its deletion is on the way", membership.Snapshot{Connected: true, Members: m("a", "b"), Ring: ringState(5, "a", "b"),
 			Barrier: barrier("r0", 4, []string{"a", "b"}, "a", "b")}, Local{Self: "a", ViewEpoch: 5}, "", false},
 	}
 	for _, tc := range tests {
@@ -142,5 +143,46 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("pending = %v, want %v", st.Pending, tc.pending)
 			}
 		})
+	}
+}
+
+// A new round's target keeps the committed members' tokens and gives a
+// joining member tokens of its own; the first ring gets tokens too.
+func TestDecideAllocatesTokens(t *testing.T) {
+	first, _ := Decide(membership.Snapshot{Connected: true, Members: m("a", "b", "c")}, Local{Self: "a", RF: 3}, func() string { return "r1" })
+	if len(first) != 1 || first[0].Kind != InitRing {
+		t.Fatalf("first actions %v", first)
+	}
+	committed := first[0].Ring
+	for _, mm := range committed.Members {
+		if len(mm.Tokens) != mm.VNodes {
+			t.Fatalf("first ring member %s has %d tokens for %d vnodes", mm.Name, len(mm.Tokens), mm.VNodes)
+		}
+	}
+	committed.Epoch = 1
+	acts, _ := Decide(membership.Snapshot{Connected: true, Members: m("a", "b", "c", "d"), Ring: &committed},
+		Local{Self: "a", RF: 3, ViewEpoch: 1}, func() string { return "r2" })
+	if len(acts) != 1 || acts[0].Kind != CreateBarrier {
+		t.Fatalf("join actions %v", acts)
+	}
+	target := acts[0].Barrier.Target
+	if err := (membership.Barrier{ID: "r2", Target: target, Participants: []string{"a"}}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, mm := range target {
+		if i := memberIndex(committed.Members, mm.Name); i >= 0 {
+			if !slices.Equal(mm.Tokens, committed.Members[i].Tokens) {
+				t.Errorf("%s's tokens changed with the join", mm.Name)
+			}
+		} else if len(mm.Tokens) != mm.VNodes {
+			t.Errorf("joining %s has %d tokens for %d vnodes", mm.Name, len(mm.Tokens), mm.VNodes)
+		}
+	}
+	r, err := ringOf(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Shares(3)["d"]; s < 0.2 || s > 0.3 {
+		t.Errorf("joining d holds %.3f of the replicas, want about 0.25", s)
 	}
 }

@@ -97,7 +97,7 @@ func New(o Options) *Driver {
 	return &Driver{
 		o: o, kick: make(chan struct{}, 1), gc: make(chan struct{}, 1), left: make(chan struct{}),
 		transferDone: make(chan string, 4),
-		local:        Local{Self: o.Self.Name},
+		local:        Local{Self: o.Self.Name, RF: o.RF},
 	}
 }
 
@@ -234,13 +234,7 @@ func (d *Driver) step(ctx context.Context) {
 	}
 }
 
-func (d *Driver) buildRing(ms []membership.Member) (*ring.Ring, error) {
-	rm := make([]ring.Member, len(ms))
-	for i, m := range ms {
-		rm[i] = ring.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes}
-	}
-	return ring.New(rm)
-}
+func (d *Driver) buildRing(ms []membership.Member) (*ring.Ring, error) { return ringOf(ms) }
 
 func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action) error {
 	log := d.o.Logger.With().Str("action", a.Kind.String()).Logger()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -101,7 +102,7 @@ func TestAccessors(t *testing.T) {
 
 	got := r.Members()
 	want := []Member{{Name: "a", Addr: "a:1", VNodes: 3}, {Name: "b", Addr: "b:1", VNodes: 1}, {Name: "c", Addr: "c:1", VNodes: 2}}
-	if !slices.Equal(got, want) {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Members = %v, want %v", got, want)
 	}
 	got[0].Name = "mutated" // and Members must return a copy
@@ -111,7 +112,7 @@ func TestAccessors(t *testing.T) {
 	if r.Len() != 3 {
 		t.Errorf("Len = %d, want 3", r.Len())
 	}
-	if m, ok := r.Member("b"); !ok || m != want[1] {
+	if m, ok := r.Member("b"); !ok || !reflect.DeepEqual(m, want[1]) {
 		t.Errorf("Member(b) = %v, %v", m, ok)
 	}
 	if _, ok := r.Member("mutated"); ok {
@@ -170,7 +171,7 @@ func TestOwnersProperties(t *testing.T) {
 						if m.Name != names[i] {
 							t.Fatalf("Owners and OwnerNames disagree: %v vs %v", got, names)
 						}
-						if mm, _ := r.Member(m.Name); mm != m {
+						if mm, _ := r.Member(m.Name); !reflect.DeepEqual(mm, m) {
 							t.Fatalf("owner %v is not the member %v", m, mm)
 						}
 					}

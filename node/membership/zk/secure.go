@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -90,7 +91,7 @@ func (s *Store) ensureToken() error {
 func (s *Store) ownRecord(p string, m membership.Member, readErr error) (membership.Member, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if readErr == nil && m == s.self {
+	if readErr == nil && reflect.DeepEqual(m, s.self) {
 		return m, nil
 	}
 	data, err := json.Marshal(s.self)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -180,7 +181,7 @@ func TestInvalidZooKeeperDataIsRefused(t *testing.T) {
 	for {
 		got, _, changed, err := buggy.GetW(own)
 		var m membership.Member
-		if err == nil && json.Unmarshal(got, &m) == nil && m == self {
+		if err == nil && json.Unmarshal(got, &m) == nil && reflect.DeepEqual(m, self) {
 			break
 		}
 		select {

@@ -1,0 +1,328 @@
+package ring
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// Allocate returns the members of a ring that adds joining to current,
+// with explicit tokens: current's members keep theirs (materialized when
+// they were derived from names), so nothing moves between them, and each
+// joining member gets its VNodes tokens placed one at a time where they
+// best even out the replica load at rf: the sum over members of load²/vnodes,
+// the load being the share of the key space a member holds a replica of.
+// The result is deterministic (the same inputs give the same tokens on
+// every node) and sorted by name.
+//
+// Random tokens (xxh64 of the name) leave the busiest of 4–64 nodes with
+// 1.2–1.35x the mean load at 20 vnodes each; allocated tokens keep it
+// within a few percent (TestAllocateBalance).
+func Allocate(current *Ring, joining []Member, rf int) ([]Member, error) {
+	a, err := newAllocation(current, rf)
+	if err != nil {
+		return nil, err
+	}
+	sorted := slices.Clone(joining)
+	slices.SortFunc(sorted, func(x, y Member) int { return cmp.Compare(x.Name, y.Name) })
+	for _, m := range sorted {
+		if _, ok := a.index[m.Name]; ok {
+			return nil, fmt.Errorf("%w: %q joins twice", ErrDuplicateMember, m.Name)
+		}
+		if m.Name == "" || m.VNodes <= 0 || m.VNodes > MaxVNodes {
+			return nil, fmt.Errorf("%w: %q with %d vnodes", ErrInvalidMember, m.Name, m.VNodes)
+		}
+		a.join(m)
+	}
+	return a.members(), nil
+}
+
+// Without returns current's members minus the named ones, with explicit
+// tokens. The leavers' tokens go away with them, so only what they held
+// moves.
+func Without(current *Ring, leaving []string) []Member {
+	var out []Member
+	for _, m := range materialize(current) {
+		if !slices.Contains(leaving, m.Name) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// materialize returns r's members with their tokens explicit.
+func materialize(r *Ring) []Member {
+	if r == nil {
+		return nil
+	}
+	ms := r.Members()
+	idx := map[string]int{}
+	for i, m := range ms {
+		idx[m.Name] = i
+		ms[i].Tokens = make([]uint64, 0, m.VNodes)
+	}
+	for i, t := range r.tokens {
+		m := &ms[r.owner[i]]
+		m.Tokens = append(m.Tokens, t)
+	}
+	return ms
+}
+
+// allocation is a mutable ring for choosing tokens: members by index,
+// tokens sorted with their owners.
+type allocation struct {
+	rf     int
+	ms     []Member
+	index  map[string]int
+	tokens []uint64
+	owner  []int
+	seen   []int // scratch for the walk
+}
+
+func newAllocation(current *Ring, rf int) (*allocation, error) {
+	if rf <= 0 {
+		return nil, fmt.Errorf("ring: replication factor %d", rf)
+	}
+	a := &allocation{rf: rf, index: map[string]int{}}
+	for _, m := range materialize(current) {
+		a.index[m.Name] = len(a.ms)
+		a.ms = append(a.ms, m)
+		for _, t := range m.Tokens {
+			a.insert(t, len(a.ms)-1)
+		}
+	}
+	return a, nil
+}
+
+func (a *allocation) insert(t uint64, m int) {
+	i, _ := slices.BinarySearch(a.tokens, t)
+	a.tokens = slices.Insert(a.tokens, i, t)
+	a.owner = slices.Insert(a.owner, i, m)
+}
+
+func (a *allocation) removeAt(i int) {
+	a.tokens = slices.Delete(a.tokens, i, i+1)
+	a.owner = slices.Delete(a.owner, i, i+1)
+}
+
+// join places m's tokens one by one.
+func (a *allocation) join(m Member) {
+	id := len(a.ms)
+	m.Tokens = make([]uint64, 0, m.VNodes)
+	a.ms = append(a.ms, m)
+	a.index[m.Name] = id
+	for v := range m.VNodes {
+		t := a.bestToken(id, v)
+		a.insert(t, id)
+		a.ms[id].Tokens = append(a.ms[id].Tokens, t)
+	}
+	// Greedy placement is myopic: the first tokens went where the last
+	// ones would do better. Re-place each token given all the others, a
+	// few times; only the joining member's tokens move.
+	if len(a.tokens) == len(a.ms[id].Tokens) {
+		return
+	}
+	for range refinePasses {
+		for k, t := range a.ms[id].Tokens {
+			i, _ := slices.BinarySearch(a.tokens, t)
+			a.removeAt(i)
+			nt := a.bestToken(id, k)
+			a.insert(nt, id)
+			a.ms[id].Tokens[k] = nt
+		}
+	}
+}
+
+// refinePasses is how many times a joining member's tokens are re-placed.
+const refinePasses = 4
+
+// bestToken returns the position for member id's next token that
+// minimizes the cost, trying the middle of every arc. On an empty ring it
+// is the derived token, so a first member is placed as before.
+func (a *allocation) bestToken(id, v int) uint64 {
+	n := len(a.tokens)
+	if k := len(a.ms) - 1; k < a.rf && a.uniform() {
+		// Up to rf members every member owns every block, wherever its
+		// tokens are: interleave them evenly (member k at k/rf of each
+		// step of the first one's), the pattern later members balance
+		// against best.
+		step := math.MaxUint64 / uint64(a.ms[id].VNodes)
+		origin := uint64(0)
+		if k > 0 {
+			origin = a.ms[0].Tokens[0]
+		} else {
+			origin = defaultToken(a.ms[id].Name, 0)
+		}
+		return origin + uint64(v)*step + uint64(k)*(step/uint64(a.rf))
+	}
+	base := a.loads()
+	trial := make([]float64, len(base))
+	best, bestCost, bestSize := uint64(0), math.Inf(1), uint64(0)
+	for i := range n {
+		prev := a.tokens[(i+n-1)%n]
+		size := a.tokens[i] - prev // wraps correctly for the first arc
+		if n == 1 {
+			size = math.MaxUint64
+		}
+		if size < 2 {
+			continue
+		}
+		// The cost is quadratic in where the token splits the arc (loads
+		// move linearly with it): fit it from three trials and take its
+		// minimum, so the token takes just the load that evens things out.
+		at := func(x float64) (uint64, float64) {
+			// In units of 2^11 so the float never rounds past the arc.
+			t := prev + 1 + uint64(x*float64((size-2)>>11))<<11
+			copy(trial, base)
+			a.applyInsert(trial, i, t, id)
+			return t, a.costOf(trial)
+		}
+		_, c0 := at(0)
+		_, c5 := at(0.5)
+		_, c1 := at(1)
+		// c(x) = A x² + B x + c0 through (0, c0), (0.5, c5), (1, c1).
+		A := 2*c1 - 4*c5 + 2*c0
+		B := c1 - c0 - A
+		x := 0.5
+		switch {
+		case A > 0:
+			x = min(max(-B/(2*A), 0), 1)
+		case c0 < c1:
+			x = 0
+		default:
+			x = 1
+		}
+		t, c := at(x)
+		// Ties (common while every member owns everything, rf >= members)
+		// go to the largest arc, so tokens spread out.
+		const eps = 1e-12
+		if c < bestCost-eps || (c <= bestCost+eps && (size > bestSize || (size == bestSize && t < best))) {
+			best, bestCost, bestSize = t, min(c, bestCost), size
+		}
+	}
+	return best
+}
+
+// uniform reports whether every member so far has the same vnode count
+// and the first one evenly spaced tokens (the interleaved start).
+func (a *allocation) uniform() bool {
+	for _, m := range a.ms {
+		if m.VNodes != a.ms[0].VNodes {
+			return false
+		}
+	}
+	return true
+}
+
+// loads returns each member's replica load: the fraction of the key space
+// whose rf owners include it.
+func (a *allocation) loads() []float64 {
+	load := make([]float64, len(a.ms))
+	for j := range a.tokens {
+		f := a.arcFraction(j)
+		for _, m := range a.ownersOf(j, -1, 0, -1) {
+			load[m] += f
+		}
+	}
+	return load
+}
+
+// arcFraction is the share of the key space of the arc ending at token j.
+func (a *allocation) arcFraction(j int) float64 {
+	n := len(a.tokens)
+	if n == 1 {
+		return 1
+	}
+	return float64(a.tokens[j]-a.tokens[(j+n-1)%n]) / (1 << 64)
+}
+
+// ownersOf returns the rf distinct owners met walking from token j. When
+// at >= 0, a token of member extra is taken to sit just before token at (a
+// trial insertion): a walk from j meets it before token at, or last when
+// it starts at at itself and goes all the way round. When first >= 0 the
+// walk starts at that member (a trial token's own arc).
+func (a *allocation) ownersOf(j, at, extra, first int) []int {
+	n := len(a.tokens)
+	rf := min(a.rf, len(a.ms))
+	seen := a.seen[:0]
+	add := func(m int) {
+		if len(seen) < rf && !slices.Contains(seen, m) {
+			seen = append(seen, m)
+		}
+	}
+	if first >= 0 {
+		add(first)
+	}
+	for k := 0; k < n && len(seen) < rf; k++ {
+		idx := (j + k) % n
+		if idx == at && k > 0 {
+			add(extra)
+		}
+		add(a.owner[idx])
+	}
+	if at == j {
+		add(extra)
+	}
+	a.seen = seen
+	return seen
+}
+
+// applyInsert changes load as if member m got a token at t, in the arc
+// ending at token i: that arc splits in two, and the arcs whose walk
+// reaches token i before meeting rf distinct owners now meet m first.
+func (a *allocation) applyInsert(load []float64, i int, t uint64, m int) {
+	n := len(a.tokens)
+	rf := min(a.rf, len(a.ms))
+	whole := a.arcFraction(i)
+	prev := a.tokens[(i+n-1)%n]
+	f := float64(t-prev) / (1 << 64) // (prev, t]: the trial token's arc
+	if n == 1 {
+		f = float64(t-a.tokens[0]) / (1 << 64)
+	}
+	for _, o := range a.ownersOf(i, -1, 0, -1) {
+		load[o] -= whole
+	}
+	for _, o := range a.ownersOf(i, -1, 0, m) {
+		load[o] += f
+	}
+	for _, o := range a.ownersOf(i, i, m, -1) {
+		load[o] += whole - f
+	}
+	var distinct []int
+	for k := 1; k < n; k++ {
+		j := (i - k + n) % n
+		if o := a.owner[j]; !slices.Contains(distinct, o) {
+			distinct = append(distinct, o)
+		}
+		if len(distinct) >= rf {
+			break
+		}
+		fj := a.arcFraction(j)
+		for _, o := range a.ownersOf(j, -1, 0, -1) {
+			load[o] -= fj
+		}
+		for _, o := range a.ownersOf(j, i, m, -1) {
+			load[o] += fj
+		}
+	}
+}
+
+// costOf is Σ load²/vnodes over members: least when every member's replica
+// load is proportional to its vnodes.
+func (a *allocation) costOf(load []float64) float64 {
+	var c float64
+	for m, l := range load {
+		c += l * l / float64(a.ms[m].VNodes)
+	}
+	return c
+}
+
+func (a *allocation) members() []Member {
+	out := slices.Clone(a.ms)
+	for i := range out {
+		slices.Sort(out[i].Tokens)
+	}
+	slices.SortFunc(out, func(x, y Member) int { return cmp.Compare(x.Name, y.Name) })
+	return out
+}
