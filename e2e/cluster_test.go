@@ -457,6 +457,15 @@ func (c *cluster) do(method, url string, body []byte) (int, []byte, http.Header,
 // clusterStatus is GET /admin/cluster as package client decodes it.
 type clusterStatus = goblocks.NodeStatus
 
+// ringTable is the committed ring n routes by, with its tokens.
+func (c *cluster) ringTable(n *node) (*goblocks.RingTable, error) {
+	rs, err := c.api(n).Ring(context.Background(), "")
+	if err != nil {
+		return nil, fmt.Errorf("%s /admin/ring: %w", n.name, err)
+	}
+	return rs.Ring, nil
+}
+
 func (c *cluster) status(n *node) (clusterStatus, error) {
 	st, err := c.api(n).ClusterStatus(context.Background(), "")
 	if err != nil {
@@ -578,7 +587,7 @@ type placementReport struct {
 // checkPlacement waits until every id is held (owned, not stale) by
 // exactly its RF owners under the committed ring, on every active node,
 // and no stale copy is left. Owners come from the suite's own ring model
-// and the member list of /admin/cluster.
+// of the committed ring /admin/ring describes.
 func (c *cluster) checkPlacement(t *testing.T, ids []string, timeout time.Duration) placementReport {
 	t.Helper()
 	var rep placementReport
@@ -601,20 +610,14 @@ func (c *cluster) checkPlacement(t *testing.T, ids []string, timeout time.Durati
 
 func (c *cluster) placement(ids []string) (placementReport, error) {
 	nodes := c.active()
-	st, err := c.status(nodes[0])
+	table, err := c.ringTable(nodes[0])
 	if err != nil {
 		return placementReport{}, err
 	}
-	vnodes := map[string]int{}
-	for _, name := range st.RingMembers {
-		vnodes[name] = 20 // the node default, if the member list lags
+	model, err := newRingModel(table)
+	if err != nil {
+		return placementReport{}, err
 	}
-	for _, m := range st.Members {
-		if _, ok := vnodes[m.Name]; ok && m.VNodes > 0 {
-			vnodes[m.Name] = m.VNodes
-		}
-	}
-	model := newRingModel(vnodes)
 	rep := placementReport{ids: len(ids)}
 	var mu sync.Mutex
 	var firstErr error

@@ -3,19 +3,23 @@
 package e2e
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 
 	"github.com/cespare/xxhash/v2"
+
+	goblocks "github.com/goblocks/goblocks/client"
 )
 
 // ringModel is an independent model of the node's placement rule (see the
-// node's README and DESIGN.md: each member holds VNodes tokens
-// xxHash64(name + "#" + i); a block sits at xxHash64(id); its owners are the
-// first RF distinct members clockwise from the first token >= that
-// position, colliding tokens ordered by member name). It is written here
-// from the specification rather than imported, so the placement check is a
-// second opinion on the ring, not the ring checking itself.
+// node's README and DESIGN.md: a block sits at xxHash64(id); its owners are
+// the first RF distinct members clockwise from the first token >= that
+// position, colliding tokens ordered by member name). The tokens are the
+// ones the committed ring records (GET /admin/ring: allocated at join, or
+// xxHash64(name + "#" + i) in rings from before allocation). It is written
+// here from the specification rather than imported, so the placement check
+// is a second opinion on the ring, not the ring checking itself.
 type ringModel struct {
 	tokens []ringToken
 	n      int // distinct members
@@ -27,12 +31,20 @@ type ringToken struct {
 	vnode int
 }
 
-func newRingModel(vnodes map[string]int) ringModel {
+// newRingModel models the ring /admin/ring describes.
+func newRingModel(table *goblocks.RingTable) (ringModel, error) {
+	if table == nil {
+		return ringModel{}, fmt.Errorf("no ring")
+	}
 	var ts []ringToken
-	for name, n := range vnodes {
-		for i := range n {
-			ts = append(ts, ringToken{xxhash.Sum64String(name + "#" + strconv.Itoa(i)), name, i})
+	names := map[string]bool{}
+	for i, v := range table.VNodes {
+		tok, err := strconv.ParseUint(v.Token, 10, 64)
+		if err != nil {
+			return ringModel{}, fmt.Errorf("vnode %d: token %q: %w", i, v.Token, err)
 		}
+		ts = append(ts, ringToken{tok, v.Node, i})
+		names[v.Node] = true
 	}
 	slices.SortFunc(ts, func(a, b ringToken) int {
 		switch {
@@ -49,7 +61,7 @@ func newRingModel(vnodes map[string]int) ringModel {
 		}
 		return a.vnode - b.vnode
 	})
-	return ringModel{tokens: ts, n: len(vnodes)}
+	return ringModel{tokens: ts, n: len(names)}, nil
 }
 
 // owners returns the rf owners of id, sorted by name.

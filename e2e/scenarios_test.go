@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	goblocks "github.com/goblocks/goblocks/client"
 )
 
 // figures is what every scenario reports.
@@ -130,6 +132,10 @@ func TestJoinFourthNode(t *testing.T) {
 	c := startCluster(t, clusterOpts{nodes: 3})
 	pre := preload(t, c, 600)
 	before := c.waitStable(t, names(c.active()))
+	beforeRing, err := c.ringTable(c.active()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	recv0 := c.received(t)
 	w := startWorkload(t, c)
 	time.Sleep(2 * time.Second) // the workload runs before the join
@@ -143,7 +149,7 @@ func TestJoinFourthNode(t *testing.T) {
 
 	// Right after the swap, the copies that moved away are stale but
 	// still readable, byte-identical, on the node that lost them.
-	stale, unmarked := staleReadable(t, c, pre, before)
+	stale, unmarked := staleReadable(t, c, pre, beforeRing)
 	if stale == 0 {
 		t.Fatalf("no stale copy readable right after the join (%d not yet marked)", unmarked)
 	}
@@ -163,24 +169,20 @@ func TestJoinFourthNode(t *testing.T) {
 // staleReadable reads, on each old node that stopped owning a preloaded
 // block, its local copy: it must be marked stale and byte-identical. It
 // returns how many were, and how many were not marked stale yet.
-func staleReadable(t *testing.T, c *cluster, pre map[string][]byte, before clusterStatus) (stale, unmarked int) {
+func staleReadable(t *testing.T, c *cluster, pre map[string][]byte, beforeRing *goblocks.RingTable) (stale, unmarked int) {
 	t.Helper()
-	st, err := c.status(c.active()[0])
+	afterRing, err := c.ringTable(c.active()[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	vn := map[string]int{}
-	for _, m := range st.Members {
-		vn[m.Name] = m.VNodes
+	oldModel, err := newRingModel(beforeRing)
+	if err != nil {
+		t.Fatal(err)
 	}
-	oldRing, newRing := map[string]int{}, map[string]int{}
-	for _, name := range before.RingMembers {
-		oldRing[name] = vn[name]
+	newModel, err := newRingModel(afterRing)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, name := range st.RingMembers {
-		newRing[name] = vn[name]
-	}
-	oldModel, newModel := newRingModel(oldRing), newRingModel(newRing)
 	type probe struct {
 		id   string
 		node *node
