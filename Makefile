@@ -120,7 +120,7 @@ endif
 COMPOSE_CMD = $(COMPOSE) -p $(PROJECT) -f docker-compose.yml \
   $(if $(filter 1 true yes,$(OBSERVABILITY)),--env-file compose/observability.env)
 
-.PHONY: image images up down scale logs ps e2e
+.PHONY: image images up down scale logs ps e2e fresh-check
 
 image: build
 	@mkdir -p bin/image-root/data
@@ -150,6 +150,16 @@ up: images image
 	$(COMPOSE_CMD) up -d --remove-orphans --scale node=$(N)
 	COMPOSE="$(COMPOSE_CMD)" compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
 	@echo "Prometheus: http://localhost:9090$(if $(filter 1 true yes,$(OBSERVABILITY)),   Grafana: http://localhost:3000 (admin/admin)   Jaeger: http://localhost:16686)"
+
+# What a newcomer's first `make up` meets: no lab images, no debootstrap,
+# no image cache. Removes the three images and debootstrap first (the
+# cache is left alone: a fresh empty one is used), then brings the lab up
+# and down.
+fresh-check:
+	-$(COMPOSE) -p $(PROJECT) -f docker-compose.yml --profile observability down -v --remove-orphans -t $(DOWN_TIMEOUT)
+	-docker rmi -f $(ZOOKEEPER_IMAGE) $(PROMETHEUS_IMAGE) $(IMAGE)
+	-DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq debootstrap >/dev/null
+	cache=$$(mktemp -d) && CACHE_DIR=$$cache $(MAKE) up; rc=$$?; rm -rf $$cache; $(MAKE) down; exit $$rc
 
 scale:
 	$(COMPOSE_CMD) up -d --no-recreate --scale node=$(N)

@@ -121,3 +121,18 @@ type RingVNode struct {
 	Token string `json:"token"`
 	Node  string `json:"node"`
 }
+
+// MemberStatus is one member's entry of GET /admin/members: what the node
+// serving it learned from that member's /admin/cluster, so one page (or
+// one request) shows every member's blocks without reaching each node.
+type MemberStatus struct {
+	Name        string `json:"name"`
+	Addr        string `json:"addr"`
+	Reachable   bool   `json:"reachable"`
+	Blocks      int64  `json:"blocks"`
+	OwnedBlocks int64  `json:"owned_blocks"`
+	StaleBlocks int64  `json:"stale_blocks"`
+	ViewEpoch   int64  `json:"view_epoch"`
+	// Error says why the member did not answer (Reachable false).
+	Error string `json:"error,omitempty"`
+}

@@ -18,11 +18,12 @@ import (
 
 // The admin endpoints' JSON types (package adminapi, shared with client).
 type (
-	NodeStatus = adminapi.NodeStatus
-	RingStatus = adminapi.RingStatus
-	RingTable  = adminapi.RingTable
-	RingMember = adminapi.RingMember
-	RingVNode  = adminapi.RingVNode
+	NodeStatus   = adminapi.NodeStatus
+	MemberStatus = adminapi.MemberStatus
+	RingStatus   = adminapi.RingStatus
+	RingTable    = adminapi.RingTable
+	RingMember   = adminapi.RingMember
+	RingVNode    = adminapi.RingVNode
 )
 
 func (n *Node) adminRoutes(r *mux.Router) {
@@ -31,6 +32,9 @@ func (n *Node) adminRoutes(r *mux.Router) {
 	}})
 	r.Handle("/admin/ring", api.Methods{http.MethodGet: func(w http.ResponseWriter, _ *http.Request) {
 		writeAdminJSON(w, n.RingStatus())
+	}})
+	r.Handle("/admin/members", api.Methods{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
+		writeAdminJSON(w, n.memberStatuses(r.Context()))
 	}})
 	// GET /ui: the operator page, drawn from the two endpoints above.
 	for path, h := range ui.Pages() {

@@ -49,12 +49,16 @@ type Node struct {
 	coord    *replication.Coordinator
 	server   *http.Server
 	listener net.Listener
-	registry *prometheus.Registry
-	tracing  *telemetry.Tracing // nil: tracing off
-	hints    *hints.Hints       // nil: HintWindow 0
-	hintsDB  storage.Engine
-	ae       *antientropy.Runner // nil: AntiEntropyInterval 0 and not rebuilding
-	disk     *diskguard.Guard    // nil: memory storage
+	// adminHTTP asks other members for their status (/admin/members),
+	// over HTTPS when adminTLS.
+	adminHTTP *http.Client
+	adminTLS  bool
+	registry  *prometheus.Registry
+	tracing   *telemetry.Tracing // nil: tracing off
+	hints     *hints.Hints       // nil: HintWindow 0
+	hintsDB   storage.Engine
+	ae        *antientropy.Runner // nil: AntiEntropyInterval 0 and not rebuilding
+	disk      *diskguard.Guard    // nil: memory storage
 	// rebuilding is set while a store that could not be opened is being
 	// refilled from the peers (RebuildCorruptStore).
 	rebuilding atomic.Bool
@@ -108,8 +112,11 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	n.seedClock(clock)
 	n.clusterTok = auth.NewToken(cfg.ClusterToken)
 	peerOpts := transport.Options{Token: n.clusterTok, MaxBlockSize: cfg.BlockSize}
+	adminTransport := &http.Transport{MaxIdleConnsPerHost: 2, IdleConnTimeout: time.Minute}
+	n.adminHTTP = &http.Client{Transport: adminTransport}
 	if tlsConf != nil {
 		peerOpts.TLS = tlsConf.Client
+		adminTransport.TLSClientConfig, n.adminTLS = tlsConf.Client, true
 	}
 	if n.tracing != nil {
 		peerOpts.Propagator = n.tracing.Propagator
@@ -145,6 +152,7 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	fail := func(err error) (*Node, error) {
 		n.coord.Close()
 		n.peers.Close()
+		n.adminHTTP.CloseIdleConnections()
 		n.engine.Close()
 		if n.hintsDB != nil {
 			n.hintsDB.Close()
@@ -444,6 +452,7 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 	}
 	n.coord.Close() // its last failed replica calls may still store hints
 	n.peers.Close()
+	n.adminHTTP.CloseIdleConnections()
 	if err := n.engine.Close(); err != nil {
 		serveErr = errors.Join(serveErr, err)
 	}

@@ -315,3 +315,40 @@ func TestAdminJSONIsTheContract(t *testing.T) {
 		}
 	}
 }
+
+// /admin/members gathers every member's block counts through one node,
+// and says which member did not answer.
+func TestAdminMembers(t *testing.T) {
+	c := startCluster(t, 3, clusterOpts{storage: "memory"})
+	blocks := acked{}
+	c.writeAcked(t, []int{0}, "m", 10, blocks)
+	get := func() []adminapi.MemberStatus {
+		status, body, _, err := c.do(http.MethodGet, c.url(0, "/admin/members"), nil)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("GET /admin/members: %d %v", status, err)
+		}
+		var ms []adminapi.MemberStatus
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ms); err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	ms := get()
+	if len(ms) != 3 {
+		t.Fatalf("%d members, want 3: %+v", len(ms), ms)
+	}
+	for _, m := range ms {
+		// RF=3 on 3 nodes: every node holds every block.
+		if !m.Reachable || m.Blocks != 10 || m.OwnedBlocks != 10 || m.StaleBlocks != 0 {
+			t.Errorf("%+v, want reachable with 10 owned blocks", m)
+		}
+	}
+	c.stop(2)
+	for _, m := range get() {
+		if m.Name == "n2" && (m.Reachable || m.Error == "") {
+			t.Errorf("stopped n2: %+v, want unreachable with the reason", m)
+		}
+	}
+}

@@ -153,6 +153,7 @@ type uiPage struct {
 	Current    map[string]int `json:"current"`     // vnode dots per node, current ring
 	Target     map[string]int `json:"target"`      // same for the target ring
 	Members    []string       `json:"members"`     // "name health" rows of the members table
+	Blocks     []string       `json:"blocks"`      // the blocks cell of each row
 	State      string         `json:"state"`       // migration state line
 	Error      string         `json:"error"`       // the error banner, if shown
 }
@@ -170,6 +171,7 @@ const readPage = `(() => {
     current: dots("current"),
     target: dots("target"),
     members: Array.from(document.querySelectorAll("#members-body tr[data-node]"), (tr) => tr.dataset.node + " " + tr.cells[2].innerText),
+    blocks: Array.from(document.querySelectorAll("#members-body tr[data-node]"), (tr) => tr.cells[5].innerText),
     state: (document.getElementById("migration-state") || {}).innerText || "",
     error: banner.hidden ? "" : banner.innerText,
   };
@@ -196,6 +198,12 @@ func (p uiPage) showsRing(members []string, ring RingStatus) error {
 	}
 	if !slices.Equal(p.Members, rows) {
 		return fmt.Errorf("members table %q, want %q", p.Members, rows)
+	}
+	// Every member's block count, not only this node's.
+	for i, b := range p.Blocks {
+		if b == "" || b == "—" {
+			return fmt.Errorf("members table shows no block count for %s: %q", members[i], p.Blocks)
+		}
 	}
 	want := map[string]int{}
 	for _, v := range ring.Ring.VNodes {

@@ -12,13 +12,13 @@
 #
 # Environment: FORCE=1 rebuilds even if IMAGE exists; DEBIAN_SUITE
 # (bookworm), DEBIAN_MIRROR (http://deb.debian.org/debian), CACHE_DIR
-# (<repo>/.cache/images).
+# (${XDG_CACHE_HOME:-~/.cache}/goblocks/images: outside the clone, so a
+# fresh clone reuses it and the ~1 GB never sits in a working tree).
 set -euo pipefail
 
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-CACHE_DIR=${CACHE_DIR:-$repo_root/.cache/images}
+CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/goblocks/images}
 
 log() { echo "images: $*" >&2; }
 

@@ -181,7 +181,8 @@
 
   // ---- members -----------------------------------------------------------
 
-  function renderMembers(rs, cs) {
+  function renderMembers(rs, cs, stats) {
+    const stat = new Map((stats || []).map((m) => [m.name, m]));
     const registered = new Map((cs.members || []).map((m) => [m.name, m]));
     const inRing = new Set(cs.ring_members || (rs.ring ? rs.ring.members.map((m) => m.name) : []));
     const inTarget = new Set(cs.target || []);
@@ -212,9 +213,20 @@
         el("td", {}, health),
         el("td", { text: ring }),
         el("td", { class: "num", text: m.vnodes ?? (ringInfo.get(name) || {}).vnodes ?? "—" }),
-        el("td", { class: "num", title: self ? "copies stored here, owned and stale" : "shown on that node's own page", text: self ? count(cs.blocks) : "—" }));
+        blocksCell(self, cs, stat.get(name)));
     });
     $("members-body").replaceChildren(...rows);
+  }
+
+  // Owned copies, and the stale ones (moved away, collected when the grace
+  // period ends) after them; from /admin/members, which asks every member.
+  function blocksCell(self, cs, st) {
+    if (st && st.reachable) {
+      const text = st.stale_blocks > 0 ? `${count(st.owned_blocks)} + ${count(st.stale_blocks)} stale` : count(st.owned_blocks);
+      return el("td", { class: "num", title: "owned copies (+ stale copies awaiting collection)", text });
+    }
+    if (self) return el("td", { class: "num", title: "copies stored here, owned and stale", text: count(cs.blocks) });
+    return el("td", { class: "num", title: st && st.error ? `not reachable from this node: ${st.error}` : "not reachable from this node", text: "—" });
   }
 
   // ---- migration -------------------------------------------------------
@@ -309,10 +321,11 @@
   let lastOK = null;
   async function refresh() {
     try {
-      const [rs, cs] = await Promise.all([getJSON("/admin/ring"), getJSON("/admin/cluster")]);
+      // /admin/members is best effort: the page works without it.
+      const [rs, cs, stats] = await Promise.all([getJSON("/admin/ring"), getJSON("/admin/cluster"), getJSON("/admin/members").catch(() => null)]);
       renderFacts(rs, cs);
       renderRing(rs, cs);
-      renderMembers(rs, cs);
+      renderMembers(rs, cs, stats);
       renderMigration(rs, cs);
       renderHistory(cs);
       lastOK = new Date();
