@@ -32,6 +32,7 @@ type testCluster struct {
 	t        *testing.T
 	tb       testing.TB
 	scheme   string // of the nodes' URLs: http:// or https://
+	cfgsMu   sync.RWMutex
 	leakBase goleak.Option
 	opts     clusterOpts
 	dir      string
@@ -194,7 +195,10 @@ func (c *testCluster) addNode(t testing.TB) int {
 		t.Fatal(err)
 	}
 	i := len(c.nodes)
-	c.cfgs = append(c.cfgs, c.config(t, i, ln.Addr().String()))
+	cfg := c.config(t, i, ln.Addr().String())
+	c.cfgsMu.Lock() // workload goroutines read cfgs through url
+	c.cfgs = append(c.cfgs, cfg)
+	c.cfgsMu.Unlock()
 	c.nodes = append(c.nodes, nil)
 	c.stops = append(c.stops, nil)
 	c.start(t, i, ln)
@@ -274,6 +278,8 @@ func (c *testCluster) stopAll() {
 }
 
 func (c *testCluster) url(i int, path string) string {
+	c.cfgsMu.RLock()
+	defer c.cfgsMu.RUnlock()
 	return c.scheme + c.cfgs[i].ReplicaAddress + path
 }
 
