@@ -79,6 +79,7 @@ jepsen: deps
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeFrames -fuzztime 30s ./node/wire/
 	$(GO) test -run XXX -fuzz FuzzParseRecordHeaders -fuzztime 30s ./node/wire/
+	$(GO) test -run XXX -fuzz FuzzReadMeta -fuzztime 30s ./node/wire/
 	$(GO) test -run XXX -fuzz FuzzValidateID -fuzztime 30s ./node/api/
 	$(GO) test -run XXX -fuzz FuzzOwners -fuzztime 30s ./node/ring/
 

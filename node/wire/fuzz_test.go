@@ -1,11 +1,13 @@
 package wire
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/goblocks/goblocks/node/storage"
 )
@@ -74,6 +76,33 @@ func FuzzParseRecordHeaders(f *testing.F) {
 		m2, err := ParseRecordHeaders(h2)
 		if err != nil || m2.Version != m.Version || m2.Checksum != m.Checksum || m2.Tombstone != m.Tombstone || !m2.StaleSince.Equal(m.StaleSince) {
 			t.Fatalf("round trip %+v -> %+v (%v)", m, m2, err)
+		}
+	})
+}
+
+// FuzzReadMeta: a peer's metadata reply never panics the reader, and
+// every meta it accepts re-encodes to the bytes it was read from.
+func FuzzReadMeta(f *testing.F) {
+	for _, s := range sampleRecords() {
+		f.Add(AppendMeta(nil, s.rec.Meta()))
+	}
+	f.Add(AppendMeta(nil, storage.Meta{Version: sampleRecords()[0].rec.Version, StaleSince: time.Unix(1700000000, 5)}))
+	f.Add([]byte{metaStale})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReader(bytes.NewReader(data))
+		m, err := ReadMeta(br)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+			return
+		}
+		if m.Version.Timestamp == 0 || m.Version.Node == "" {
+			t.Fatalf("accepted a zero version: %+v", m)
+		}
+		re := AppendMeta(nil, m)
+		if !bytes.Equal(re, data[:len(re)]) {
+			t.Fatalf("re-encoded meta differs: %x vs %x", re, data[:len(re)])
 		}
 	})
 }
