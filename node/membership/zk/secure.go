@@ -88,19 +88,28 @@ func (s *Store) ensureToken() error {
 // someone else changed it (e.g. flagged it leaving): only this node speaks
 // for itself. It holds mu like SetMember, so a record this node is
 // updating right now is never taken for a foreign change and undone.
-func (s *Store) ownRecord(p string, m membership.Member, readErr error) (membership.Member, error) {
+//
+// version is the znode version read: one older than this node's last write
+// is a cached read of its own earlier record (the watch has not fired
+// yet), not somebody else's change.
+func (s *Store) ownRecord(p string, m membership.Member, version int32, readErr error) (membership.Member, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if readErr == nil && reflect.DeepEqual(m, s.self) {
 		return m, nil
 	}
+	if version < s.selfVersion {
+		return s.self, nil
+	}
 	data, err := json.Marshal(s.self)
 	if err != nil {
 		return s.self, err
 	}
-	if _, err := s.conn.Set(p, data, -1); err != nil {
+	stat, err := s.conn.Set(p, data, -1)
+	if err != nil {
 		return s.self, fmt.Errorf("restore own member record %s: %w", p, err)
 	}
+	s.selfVersion = stat.Version
 	if s.logs.allow("reassert:" + p) {
 		s.o.Logger.Warn().Str("znode", p).Msg("this node's member record was changed by another client; restored it (repeats are logged once a minute)")
 	}

@@ -78,8 +78,11 @@ type Store struct {
 	lastGood   lastGood
 	logs       rateLimiter
 
-	mu          sync.Mutex
-	self        membership.Member
+	mu   sync.Mutex
+	self membership.Member
+	// selfVersion is the znode version of this node's last write of its
+	// member record (0 at creation).
+	selfVersion int32
 	memberPath  string // our ephemeral znode, "" when not (yet) registered
 	participant *membership.Participant
 	invalid     map[string]string // znode -> why what it holds was refused
@@ -293,7 +296,7 @@ func (s *Store) ensureRegistered() error {
 	if err != nil {
 		return fmt.Errorf("register member: %w", err)
 	}
-	s.memberPath = p
+	s.memberPath, s.selfVersion = p, 0
 	s.o.Logger.Info().Str("znode", p).Msg("registered in zookeeper")
 	if s.participant != nil {
 		// The participant record was ephemeral too.
@@ -314,7 +317,10 @@ func (s *Store) SetMember(m membership.Member) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.conn.Set(s.memberPath, data, -1)
+	stat, err := s.conn.Set(s.memberPath, data, -1)
+	if err == nil {
+		s.selfVersion = stat.Version
+	}
 	return err
 }
 
@@ -458,7 +464,7 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 	regs := make([]registration, 0, len(children))
 	for _, c := range children {
 		p := s.p("members", c)
-		data, ok, err := w.data(p)
+		dv, ok, err := w.dataVersion(p)
 		if err != nil {
 			return snap, err
 		}
@@ -466,9 +472,9 @@ func (s *Store) read(w *watcher) (membership.Snapshot, error) {
 			continue
 		}
 		var m membership.Member
-		err = decode(data, &m, membership.Member.Validate)
+		err = decode(dv.data, &m, membership.Member.Validate)
 		if p == ownPath {
-			m, err = s.ownRecord(p, m, err)
+			m, err = s.ownRecord(p, m, dv.version, err)
 		}
 		if s.checked(p, err) != nil {
 			continue
