@@ -32,7 +32,8 @@ type Member struct {
 	// source until the ring that removes it is committed, then exits.
 	Leaving bool `json:"leaving,omitempty"`
 	// Tokens are the member's ring tokens, chosen when it joined (see
-	// ring.Allocate) and recorded in the committed ring and the barrier's
+	// ring.Allocate; a member may also hold tokens of members that left,
+	// ring.Release) and recorded in the committed ring and the barrier's
 	// target so every node places blocks alike. Live member records carry
 	// none; a ring member without them has tokens derived from its name.
 	Tokens []uint64 `json:"tokens,omitempty"`
@@ -161,8 +162,8 @@ func (m Member) Validate() error {
 	if m.VNodes < 1 || m.VNodes > maxVNodes {
 		return fmt.Errorf("member %s: vnodes %d: want 1-%d", m.Name, m.VNodes, maxVNodes)
 	}
-	if len(m.Tokens) != 0 && len(m.Tokens) != m.VNodes {
-		return fmt.Errorf("member %s: %d tokens for %d vnodes", m.Name, len(m.Tokens), m.VNodes)
+	if len(m.Tokens) > maxVNodes {
+		return fmt.Errorf("member %s: %d tokens: at most %d", m.Name, len(m.Tokens), maxVNodes)
 	}
 	return nil
 }

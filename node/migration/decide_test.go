@@ -186,3 +186,32 @@ func TestDecideAllocatesTokens(t *testing.T) {
 		t.Errorf("joining d holds %.3f of the replicas, want about 0.25", s)
 	}
 }
+
+// When a member leaves, its tokens go to the others: every token of the
+// committed ring stays, and the remaining members keep their own.
+func TestPlaceTargetHandsLeaversTokensOn(t *testing.T) {
+	committed := placeTarget(nil, m("a", "b", "c", "d", "e"), 3)
+	target := placeTarget(committed, m("a", "b", "c", "e"), 3)
+	var before, after []uint64
+	for _, mm := range committed {
+		before = append(before, mm.Tokens...)
+		if i := memberIndex(target, mm.Name); i >= 0 {
+			for _, tok := range mm.Tokens {
+				if !slices.Contains(target[i].Tokens, tok) {
+					t.Fatalf("%s lost token %d", mm.Name, tok)
+				}
+			}
+		}
+	}
+	for _, mm := range target {
+		after = append(after, mm.Tokens...)
+	}
+	slices.Sort(before)
+	slices.Sort(after)
+	if !slices.Equal(before, after) {
+		t.Fatalf("tokens before %d, after %d: the leaver's tokens must all be handed on", len(before), len(after))
+	}
+	if err := (membership.Barrier{ID: "r", Target: target, Participants: []string{"a"}}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

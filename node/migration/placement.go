@@ -16,29 +16,50 @@ func ringOf(ms []membership.Member) (*ring.Ring, error) {
 }
 
 // placeTarget gives the members of a new ring their tokens: members of the
-// committed ring keep theirs, so nothing moves between them; each member
-// new to it gets tokens chosen by ring.Allocate to even out the replica
-// load at rf; members that left take theirs away. A join therefore moves
-// only what the new member gains, and a leave only what the leaver held.
-// With rf <= 0, or members that do not form a ring, target is returned as
-// it is (tokens derived from names).
+// committed ring keep theirs, so nothing moves between them; members that
+// leave hand theirs to the remaining ones (ring.Release); each member new
+// to the ring gets tokens chosen by ring.Allocate. Both even out the
+// replica load at rf, and a change moves about what it must: what a new
+// member gains, what a leaver held. With rf <= 0, or members that do not
+// form a ring, target is returned as it is (tokens derived from names).
 func placeTarget(committed, target []membership.Member, rf int) []membership.Member {
 	if rf <= 0 {
 		return target
 	}
+	// The committed ring, minus the members whose vnode count changed
+	// (they rejoin with new tokens).
 	var kept []membership.Member
-	var joining []ring.Member
-	for _, m := range target {
-		if i := memberIndex(committed, m.Name); i >= 0 && committed[i].VNodes == m.VNodes {
-			m.Tokens = committed[i].Tokens
+	var leaving []string
+	for _, m := range committed {
+		if i := memberIndex(target, m.Name); i >= 0 && target[i].VNodes == m.VNodes {
 			kept = append(kept, m)
-			continue
+		} else {
+			leaving = append(leaving, m.Name)
 		}
-		joining = append(joining, ring.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes})
 	}
 	current, err := ringOf(kept)
 	if err != nil {
 		return target
+	}
+	if len(leaving) > 0 && len(kept) > 0 {
+		// Leavers' tokens go to the remaining members.
+		withLeavers, err := ringOf(committed)
+		if err != nil {
+			return target
+		}
+		rest, err := ring.Release(withLeavers, leaving, rf)
+		if err != nil {
+			return target
+		}
+		if current, err = ring.New(rest); err != nil {
+			return target
+		}
+	}
+	var joining []ring.Member
+	for _, m := range target {
+		if _, ok := current.Member(m.Name); !ok {
+			joining = append(joining, ring.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes})
+		}
 	}
 	placed, err := ring.Allocate(current, joining, rf)
 	if err != nil {

@@ -38,17 +38,65 @@ func Allocate(current *Ring, joining []Member, rf int) ([]Member, error) {
 	return a.members(), nil
 }
 
-// Without returns current's members minus the named ones, with explicit
-// tokens. The leavers' tokens go away with them, so only what they held
-// moves.
-func Without(current *Ring, leaving []string) []Member {
-	var out []Member
-	for _, m := range materialize(current) {
-		if !slices.Contains(leaving, m.Name) {
-			out = append(out, m)
+// Release returns current's members minus the leaving ones, with explicit
+// tokens: each leaving member's tokens stay where they are and go, one by
+// one, to the remaining member that best evens out the replica load at rf
+// (so a member may end up with more tokens than VNodes). Only the
+// replicas the leavers held move: each arc they owned gets one new owner.
+func Release(current *Ring, leaving []string, rf int) ([]Member, error) {
+	a, err := newAllocation(current, rf)
+	if err != nil {
+		return nil, err
+	}
+	gone := make([]bool, len(a.ms))
+	stay := 0
+	for i, m := range a.ms {
+		gone[i] = slices.Contains(leaving, m.Name)
+		if !gone[i] {
+			stay++
 		}
 	}
-	return out
+	if stay == 0 {
+		return nil, nil
+	}
+	var freed []int
+	for i := range a.tokens {
+		if gone[a.owner[i]] {
+			freed = append(freed, i)
+		}
+	}
+	// Each freed token to the member it helps most, then the same again
+	// with every other freed token placed (greedy choices are myopic).
+	for range 1 + refinePasses {
+		for _, i := range freed {
+			best, bestCost := a.owner[i], math.Inf(1)
+			for m := range a.ms {
+				if gone[m] {
+					continue
+				}
+				a.owner[i] = m
+				if c := a.costAmong(a.loads(), gone); c < bestCost {
+					best, bestCost = m, c
+				}
+			}
+			a.owner[i] = best
+		}
+	}
+	var out []Member
+	for id, m := range a.ms {
+		if gone[id] {
+			continue
+		}
+		m.Tokens = m.Tokens[:0:0]
+		for i, o := range a.owner {
+			if o == id {
+				m.Tokens = append(m.Tokens, a.tokens[i])
+			}
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(x, y Member) int { return cmp.Compare(x.Name, y.Name) })
+	return out, nil
 }
 
 // materialize returns r's members with their tokens explicit.
@@ -306,6 +354,17 @@ func (a *allocation) applyInsert(load []float64, i int, t uint64, m int) {
 			load[o] += fj
 		}
 	}
+}
+
+// costAmong is costOf over the members not marked gone.
+func (a *allocation) costAmong(load []float64, gone []bool) float64 {
+	var c float64
+	for m, l := range load {
+		if !gone[m] {
+			c += l * l / float64(a.ms[m].VNodes)
+		}
+	}
+	return c
 }
 
 // costOf is Σ load²/vnodes over members: least when every member's replica

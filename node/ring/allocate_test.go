@@ -30,6 +30,10 @@ func mustRing(t testing.TB, ms []Member) *Ring {
 // Bounds of the replica shares (share/mean) that allocation keeps.
 const maxSpread, minSpread = 1.07, 0.75
 
+// maxSpreadAfterLeaves bounds max/mean once nodes left (their tokens
+// dropped instead: up to 1.25 in the same sequence).
+const maxSpreadAfterLeaves = 1.10
+
 // Growing a cluster one node at a time to 64 nodes, allocated tokens keep
 // every node's replica share near the mean at RF=3.
 func TestAllocateBalance(t *testing.T) {
@@ -64,10 +68,14 @@ func TestAllocateMovesOnlyToTheJoiner(t *testing.T) {
 	next := 0
 	for step := range 40 {
 		var ms []Member
-		var joined string
+		var joined, left string
 		if r != nil && r.Len() > 3 && rng.IntN(3) == 0 {
 			all := r.Members()
-			ms = Without(r, []string{all[rng.IntN(len(all))].Name})
+			left = all[rng.IntN(len(all))].Name
+			var err error
+			if ms, err = Release(r, []string{left}, 3); err != nil {
+				t.Fatal(err)
+			}
 		} else {
 			next++
 			joined = fmt.Sprintf("n%02d", next)
@@ -80,8 +88,22 @@ func TestAllocateMovesOnlyToTheJoiner(t *testing.T) {
 		if r != nil {
 			for _, m := range r.Members() {
 				nm, ok := nr.Member(m.Name)
-				if ok && !slices.Equal(sortedTokens(r, m.Name), nm.Tokens) {
-					t.Fatalf("step %d: %s's tokens changed", step, m.Name)
+				if !ok {
+					continue
+				}
+				old, now := sortedTokens(r, m.Name), sortedTokens(nr, m.Name)
+				// A join changes nobody's tokens; a leave only adds the
+				// leaver's to the others'.
+				if joined != "" && !slices.Equal(old, now) || left != "" && !subset(old, now) {
+					t.Fatalf("step %d: %s's tokens changed: %d -> %d (%v)", step, m.Name, len(old), len(nm.Tokens), nm.Tokens)
+				}
+			}
+			if left != "" {
+				// A freed token can displace an owner besides the leaver
+				// where the leaver held several tokens in a row.
+				moved, held := movedFraction(r, nr, 3), r.Shares(3)[left]*3
+				if moved > held*1.1 {
+					t.Fatalf("step %d: %.4f of the key space moved for %.4f held by %s", step, moved, held, left)
 				}
 			}
 			if joined != "" {
@@ -93,6 +115,43 @@ func TestAllocateMovesOnlyToTheJoiner(t *testing.T) {
 		}
 		r = nr
 	}
+}
+
+func subset(a, b []uint64) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// Nodes leaving one by one hand their tokens to the others: the shares
+// stay as even as after joins.
+func TestReleaseBalance(t *testing.T) {
+	var r *Ring
+	for n := 1; n <= 24; n++ {
+		ms, err := Allocate(r, []Member{{Name: fmt.Sprintf("node-%02d", n), VNodes: DefaultVNodes}}, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = mustRing(t, ms)
+	}
+	worst := 0.0
+	for _, gone := range []string{"node-05", "node-11", "node-17", "node-20", "node-02", "node-23"} {
+		ms, err := Release(r, []string{gone}, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = mustRing(t, ms)
+		hi, lo := spread(r, 3)
+		worst = max(worst, hi)
+		// Looser than after joins: a leaver's tokens keep their places.
+		if hi > maxSpreadAfterLeaves || lo < minSpread {
+			t.Errorf("without %s (%d nodes): max/mean %.3f, min/mean %.3f; want within %.2f and %.2f", gone, r.Len(), hi, lo, maxSpreadAfterLeaves, minSpread)
+		}
+	}
+	t.Logf("24 -> 18 nodes by leaves: max/mean <= %.3f", worst)
 }
 
 func sortedTokens(r *Ring, name string) []uint64 {

@@ -59,9 +59,12 @@ type Member struct {
 	// VNodes is how many tokens the node holds (1..MaxVNodes); a node's
 	// expected share of the key space is proportional to it.
 	VNodes int
-	// Tokens, when set, are the node's VNodes tokens, chosen by Allocate
-	// and recorded in the committed ring so every node agrees; when empty
-	// they are derived from Name.
+	// Tokens, when set, are the node's tokens, chosen by Allocate (VNodes
+	// of them) and Release (which hands a leaving node's tokens to the
+	// others, so a node may hold more than VNodes), and recorded in the
+	// committed ring so every node agrees. When empty, VNodes tokens are
+	// derived from Name. VNodes stays the node's weight: its target share
+	// of replicas is proportional to it.
 	Tokens []uint64
 }
 
@@ -114,10 +117,10 @@ func build(members []Member, token func(name string, i int) uint64) (*Ring, erro
 		if m.VNodes <= 0 || m.VNodes > MaxVNodes {
 			return nil, fmt.Errorf("%w: %q has %d vnodes, want 1..%d", ErrInvalidMember, m.Name, m.VNodes, MaxVNodes)
 		}
-		if len(m.Tokens) != 0 && len(m.Tokens) != m.VNodes {
-			return nil, fmt.Errorf("%w: %q has %d tokens for %d vnodes", ErrInvalidMember, m.Name, len(m.Tokens), m.VNodes)
+		if len(m.Tokens) > MaxVNodes {
+			return nil, fmt.Errorf("%w: %q has %d tokens, at most %d", ErrInvalidMember, m.Name, len(m.Tokens), MaxVNodes)
 		}
-		total += m.VNodes
+		total += max(m.VNodes, len(m.Tokens))
 	}
 	slices.SortFunc(ms, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
 	for i := 1; i < len(ms); i++ {
@@ -133,12 +136,14 @@ func build(members []Member, token func(name string, i int) uint64) (*Ring, erro
 	}
 	vs := make([]vnode, 0, total)
 	for mi, m := range ms {
-		for n := range m.VNodes {
-			t := token(m.Name, n)
-			if len(m.Tokens) != 0 {
-				t = m.Tokens[n]
+		if len(m.Tokens) != 0 {
+			for n, t := range m.Tokens {
+				vs = append(vs, vnode{t, int32(mi), int32(n)})
 			}
-			vs = append(vs, vnode{t, int32(mi), int32(n)})
+			continue
+		}
+		for n := range m.VNodes {
+			vs = append(vs, vnode{token(m.Name, n), int32(mi), int32(n)})
 		}
 	}
 	// Members are sorted by name, so ordering ties by member index orders
