@@ -33,17 +33,7 @@ func TestDuplicateRegistrationListedOnce(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	waitFor := func(what string, ok func(membership.Snapshot) bool) membership.Snapshot {
 		t.Helper()
-		deadline := time.After(10 * time.Second)
-		for {
-			select {
-			case s := <-snaps:
-				if ok(s) {
-					return s
-				}
-			case <-deadline:
-				t.Fatalf("no snapshot with %s", what)
-			}
-		}
+		return waitSnap(t, snaps, what, ok)
 	}
 	waitFor("a registered", func(s membership.Snapshot) bool { return len(s.Members) == 1 })
 
