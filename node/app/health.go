@@ -22,10 +22,7 @@ import (
 // The hints store holds only the writes a down replica missed: small
 // buffers leave the memory to the data store (a node must stay within
 // half of its 512 MiB Kubernetes limit under load).
-const (
-	hintsCacheSize    = 4 << 20
-	hintsMemTableSize = 4 << 20
-)
+var hintsOptions = pebble.Options{CacheSize: 4 << 20, MemTableSize: 4 << 20}
 
 // openStores opens the data store (moving an unreadable one aside when
 // RebuildCorruptStore allows) and the hints store, each behind the
@@ -70,13 +67,13 @@ func (n *Node) openStores() error {
 	}
 	// Hints live in an engine of their own so that scans by migration and
 	// GC never meet them.
-	h, err := openEngine(cfg, filepath.Join(cfg.DataDir, "hints"), pebble.Options{CacheSize: hintsCacheSize, MemTableSize: hintsMemTableSize}, n.log)
+	h, err := openEngine(cfg, filepath.Join(cfg.DataDir, "hints"), hintsOptions, n.log)
 	if errors.Is(err, storage.ErrCorrupt) && cfg.RebuildCorruptStore {
 		// Lost hints are covered by anti-entropy and read repair.
 		dir := filepath.Join(cfg.DataDir, "hints")
 		if aside, merr := moveAside(dir); merr == nil {
 			n.log.Error().Err(err).Str("moved_to", aside).Msg("hints store unreadable: moved aside, starting without hints")
-			h, err = openEngine(cfg, dir, pebble.Options{CacheSize: hintsCacheSize, MemTableSize: hintsMemTableSize}, n.log)
+			h, err = openEngine(cfg, dir, hintsOptions, n.log)
 		}
 	}
 	if err != nil {

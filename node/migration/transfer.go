@@ -277,11 +277,7 @@ func newestRecords(ctx context.Context, eng storage.Engine, send Sender, ids []s
 	}
 	for name, idx := range byOwner {
 		m := owners[name]
-		asked := make([]string, len(idx))
-		for k, i := range idx {
-			asked[k] = ids[i]
-		}
-		replies, err := send.MetaBatch(ctx, m.Addr, asked)
+		replies, err := send.MetaBatch(ctx, m.Addr, pick(ids, idx))
 		if err != nil {
 			return nil, fmt.Errorf("%w: versions from %s: %w", errPeer, name, err)
 		}
@@ -303,11 +299,7 @@ func newestRecords(ctx context.Context, eng storage.Engine, send Sender, ids []s
 		}
 	}
 	for name, idx := range fetch {
-		asked := make([]string, len(idx))
-		for k, i := range idx {
-			asked[k] = ids[i]
-		}
-		replies, err := send.FetchBatch(ctx, owners[name].Addr, asked)
+		replies, err := send.FetchBatch(ctx, owners[name].Addr, pick(ids, idx))
 		if err != nil {
 			return nil, fmt.Errorf("%w: records from %s: %w", errPeer, name, err)
 		}
@@ -330,4 +322,13 @@ func newestRecords(ctx context.Context, eng storage.Engine, send Sender, ids []s
 		items = append(items, storage.Item{ID: ids[i], Record: b.rec})
 	}
 	return items, nil
+}
+
+// pick returns ids[i] for each i of idx.
+func pick(ids []string, idx []int) []string {
+	out := make([]string, len(idx))
+	for k, i := range idx {
+		out[k] = ids[i]
+	}
+	return out
 }

@@ -75,7 +75,7 @@ func Release(current *Ring, leaving []string, rf int) ([]Member, error) {
 					continue
 				}
 				a.owner[i] = m
-				if c := a.costAmong(a.loads(), gone); c < bestCost {
+				if c := a.cost(a.loads(), gone); c < bestCost {
 					best, bestCost = m, c
 				}
 			}
@@ -105,9 +105,7 @@ func materialize(r *Ring) []Member {
 		return nil
 	}
 	ms := r.Members()
-	idx := map[string]int{}
 	for i, m := range ms {
-		idx[m.Name] = i
 		ms[i].Tokens = make([]uint64, 0, m.VNodes)
 	}
 	for i, t := range r.tokens {
@@ -186,8 +184,8 @@ func (a *allocation) join(m Member) {
 const refinePasses = 4
 
 // bestToken returns the position for member id's next token that
-// minimizes the cost, trying the middle of every arc. On an empty ring it
-// is the derived token, so a first member is placed as before.
+// minimizes the cost, trying every arc at its best split point. The first
+// rf members are interleaved evenly instead (see below).
 func (a *allocation) bestToken(id, v int) uint64 {
 	n := len(a.tokens)
 	if k := len(a.ms) - 1; k < a.rf && a.uniform() {
@@ -224,7 +222,7 @@ func (a *allocation) bestToken(id, v int) uint64 {
 			t := prev + 1 + uint64(x*float64((size-2)>>11))<<11
 			copy(trial, base)
 			a.applyInsert(trial, i, t, id)
-			return t, a.costOf(trial)
+			return t, a.cost(trial, nil)
 		}
 		_, c0 := at(0)
 		_, c5 := at(0.5)
@@ -252,8 +250,8 @@ func (a *allocation) bestToken(id, v int) uint64 {
 	return best
 }
 
-// uniform reports whether every member so far has the same vnode count
-// and the first one evenly spaced tokens (the interleaved start).
+// uniform reports whether every member so far has the same vnode count,
+// which the interleaved start needs.
 func (a *allocation) uniform() bool {
 	for _, m := range a.ms {
 		if m.VNodes != a.ms[0].VNodes {
@@ -356,23 +354,15 @@ func (a *allocation) applyInsert(load []float64, i int, t uint64, m int) {
 	}
 }
 
-// costAmong is costOf over the members not marked gone.
-func (a *allocation) costAmong(load []float64, gone []bool) float64 {
+// cost is Σ load²/vnodes over the members not marked gone (gone may be
+// nil): least when every member's replica load is proportional to its
+// vnodes.
+func (a *allocation) cost(load []float64, gone []bool) float64 {
 	var c float64
 	for m, l := range load {
-		if !gone[m] {
+		if gone == nil || !gone[m] {
 			c += l * l / float64(a.ms[m].VNodes)
 		}
-	}
-	return c
-}
-
-// costOf is Σ load²/vnodes over members: least when every member's replica
-// load is proportional to its vnodes.
-func (a *allocation) costOf(load []float64) float64 {
-	var c float64
-	for m, l := range load {
-		c += l * l / float64(a.ms[m].VNodes)
 	}
 	return c
 }

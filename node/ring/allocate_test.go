@@ -18,15 +18,6 @@ func spread(r *Ring, rf int) (hi, lo float64) {
 	return hi, lo
 }
 
-func mustRing(t testing.TB, ms []Member) *Ring {
-	t.Helper()
-	r, err := New(ms)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
 // Bounds of the replica shares (share/mean) that allocation keeps.
 const maxSpread, minSpread = 1.07, 0.75
 
@@ -44,7 +35,7 @@ func TestAllocateBalance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r = mustRing(t, ms)
+		r = mustNew(t, ms)
 		if n < 3 {
 			continue
 		}
@@ -84,7 +75,7 @@ func TestAllocateMovesOnlyToTheJoiner(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		nr := mustRing(t, ms)
+		nr := mustNew(t, ms)
 		if r != nil {
 			for _, m := range r.Members() {
 				nm, ok := nr.Member(m.Name)
@@ -135,7 +126,7 @@ func TestReleaseBalance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r = mustRing(t, ms)
+		r = mustNew(t, ms)
 	}
 	worst := 0.0
 	for _, gone := range []string{"node-05", "node-11", "node-17", "node-20", "node-02", "node-23"} {
@@ -143,7 +134,7 @@ func TestReleaseBalance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r = mustRing(t, ms)
+		r = mustNew(t, ms)
 		hi, lo := spread(r, 3)
 		worst = max(worst, hi)
 		// Looser than after joins: a leaver's tokens keep their places.

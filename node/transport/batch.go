@@ -50,11 +50,7 @@ func (c *Client) ApplyBatch(ctx context.Context, addr string, items []storage.It
 // FetchBatch reads the peer's copies of ids (at most wire.MaxBatch).
 // replies[i] answers ids[i].
 func (c *Client) FetchBatch(ctx context.Context, addr string, ids []string) ([]wire.FetchReply, error) {
-	var body bytes.Buffer
-	if err := wire.EncodeIDs(&body, ids); err != nil {
-		return nil, err
-	}
-	resp, err := c.post(ctx, addr, wire.PathBatchFetch, &body)
+	resp, err := c.postIDs(ctx, addr, wire.PathBatchFetch, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -89,11 +85,7 @@ func (c *Client) FetchBatch(ctx context.Context, addr string, ids []string) ([]w
 // MetaBatch reads the metadata of the peer's copies of ids (at most
 // wire.MaxBatch). replies[i] answers ids[i].
 func (c *Client) MetaBatch(ctx context.Context, addr string, ids []string) ([]wire.MetaReply, error) {
-	var body bytes.Buffer
-	if err := wire.EncodeIDs(&body, ids); err != nil {
-		return nil, err
-	}
-	resp, err := c.post(ctx, addr, wire.PathBatchMeta, &body)
+	resp, err := c.postIDs(ctx, addr, wire.PathBatchMeta, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +121,15 @@ type Transfers struct{ *Client }
 // ApplyBatch sends a migration batch.
 func (t Transfers) ApplyBatch(ctx context.Context, addr string, items []storage.Item) ([]wire.ApplyResult, error) {
 	return t.Client.ApplyBatch(context.WithValue(ctx, transferKey{}, true), addr, items)
+}
+
+// postIDs sends a list of ids (batch fetch and meta requests).
+func (c *Client) postIDs(ctx context.Context, addr, path string, ids []string) (*http.Response, error) {
+	var body bytes.Buffer
+	if err := wire.EncodeIDs(&body, ids); err != nil {
+		return nil, err
+	}
+	return c.post(ctx, addr, path, &body)
 }
 
 // post sends a batch request and returns the response when the peer

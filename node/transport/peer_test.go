@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/wire"
@@ -203,13 +205,12 @@ const pipelineFrame = "node/transport.(*pipeline)"
 // eventually polls cond until it holds, failing the test after a deadline.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if !cond() {
+			return fmt.Errorf("not yet: %s", what)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // checkLeaks fails the test if goroutines it started outlive it. Call it

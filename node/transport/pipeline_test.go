@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/transport"
 	"github.com/goblocks/goblocks/node/wire"
@@ -201,15 +201,6 @@ func TestCloseWhileSubmitting(t *testing.T) {
 // TestPeerErrors checks that every call gets an error, and none hangs,
 // when the peer fails or answers nonsense.
 func TestPeerErrors(t *testing.T) {
-	refused := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		return addr
-	}
 	tests := []struct {
 		name    string
 		handler http.HandlerFunc // nil: nothing listens
@@ -240,7 +231,7 @@ func TestPeerErrors(t *testing.T) {
 			checkLeaks(t)
 			addr := ""
 			if tt.handler == nil {
-				addr = refused()
+				addr = testkit.ClosedAddr(t)
 			} else {
 				srv := httptest.NewServer(tt.handler)
 				t.Cleanup(srv.Close)

@@ -47,14 +47,32 @@ func AppendApplyResult(b []byte, r ApplyResult) []byte {
 	if r.Applied {
 		return append(b, ResultApplied)
 	}
-	node := r.Held.Node
+	return appendVersion(append(b, ResultNotApplied), r.Held)
+}
+
+// appendVersion appends v as u64 timestamp, u8 length, node name (cut to
+// hlc.MaxNodeLen).
+func appendVersion(b []byte, v hlc.Version) []byte {
+	node := v.Node
 	if len(node) > hlc.MaxNodeLen {
 		node = node[:hlc.MaxNodeLen]
 	}
-	b = append(b, ResultNotApplied)
-	b = binary.BigEndian.AppendUint64(b, uint64(r.Held.Timestamp))
+	b = binary.BigEndian.AppendUint64(b, uint64(v.Timestamp))
 	b = append(b, byte(len(node)))
 	return append(b, node...)
+}
+
+// readVersion reads what appendVersion wrote.
+func readVersion(r *bufio.Reader) (hlc.Version, error) {
+	var hdr [9]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return hlc.Version{}, truncated(err)
+	}
+	node := make([]byte, hdr[8])
+	if _, err := io.ReadFull(r, node); err != nil {
+		return hlc.Version{}, truncated(err)
+	}
+	return hlc.Version{Timestamp: hlc.Timestamp(binary.BigEndian.Uint64(hdr[:8])), Node: string(node)}, nil
 }
 
 // ReadApplyResult reads one result.
@@ -70,15 +88,8 @@ func ReadApplyResult(r *bufio.Reader) (ApplyResult, error) {
 	default:
 		return ApplyResult{}, fmt.Errorf("%w: apply result %#x", ErrMalformed, tag)
 	}
-	var hdr [9]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return ApplyResult{}, truncated(err)
-	}
-	node := make([]byte, hdr[8])
-	if _, err := io.ReadFull(r, node); err != nil {
-		return ApplyResult{}, truncated(err)
-	}
-	return ApplyResult{Held: hlc.Version{Timestamp: hlc.Timestamp(binary.BigEndian.Uint64(hdr[:8])), Node: string(node)}}, nil
+	held, err := readVersion(r)
+	return ApplyResult{Held: held}, err
 }
 
 // Status bytes of a batch fetch.
@@ -160,14 +171,7 @@ func AppendMeta(b []byte, m storage.Meta) []byte {
 	if !m.StaleSince.IsZero() {
 		flags |= metaStale
 	}
-	node := m.Version.Node
-	if len(node) > hlc.MaxNodeLen {
-		node = node[:hlc.MaxNodeLen]
-	}
-	b = append(b, flags)
-	b = binary.BigEndian.AppendUint64(b, uint64(m.Version.Timestamp))
-	b = append(b, byte(len(node)))
-	b = append(b, node...)
+	b = appendVersion(append(b, flags), m.Version)
 	b = binary.BigEndian.AppendUint32(b, m.Checksum)
 	b = binary.BigEndian.AppendUint32(b, uint32(m.Size))
 	if flags&metaStale != 0 {
@@ -186,15 +190,9 @@ func ReadMeta(r *bufio.Reader) (storage.Meta, error) {
 	if flags&^(metaTombstone|metaStale) != 0 {
 		return m, fmt.Errorf("%w: unknown meta flags %#x", ErrMalformed, flags)
 	}
-	var hdr [9]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return m, truncated(err)
+	if m.Version, err = readVersion(r); err != nil {
+		return m, err
 	}
-	node := make([]byte, hdr[8])
-	if _, err := io.ReadFull(r, node); err != nil {
-		return m, truncated(err)
-	}
-	m.Version = hlc.Version{Timestamp: hlc.Timestamp(binary.BigEndian.Uint64(hdr[:8])), Node: string(node)}
 	if m.Version.Timestamp == 0 || m.Version.Node == "" {
 		return m, fmt.Errorf("%w: zero version", ErrMalformed)
 	}
