@@ -354,7 +354,7 @@ func TestCorruptStoreIsRebuilt(t *testing.T) {
 	flushTables(t, c, 1)
 	c.writeAcked(t, []int{0, 1, 2}, "wal", 100, blocks) // in the WAL only
 	for id := range blocks {
-		c.waitVersion(t, id, c.localVersions(id)[0])
+		c.waitReplicated(t, id)
 	}
 	c.stop(1)
 	dir := c.cfgs[1].DataDir
@@ -536,7 +536,7 @@ func (c *testCluster) writeThenCorruptTables(t *testing.T, i int) acked {
 	blocks := acked{}
 	c.writeAcked(t, []int{0, 1, 2}, "blk", 200, blocks)
 	for id := range blocks {
-		c.waitVersion(t, id, c.localVersions(id)[0])
+		c.waitReplicated(t, id)
 	}
 	flushTables(t, c, i)
 	c.stop(i)

@@ -322,6 +322,10 @@ func TestAdminMembers(t *testing.T) {
 	c := startCluster(t, 3, clusterOpts{storage: "memory"})
 	blocks := acked{}
 	c.writeAcked(t, []int{0}, "m", 10, blocks)
+	// A write is acknowledged by a quorum; let the third copy land too.
+	for id := range blocks {
+		c.waitReplicated(t, id)
+	}
 	get := func() []adminapi.MemberStatus {
 		status, body, _, err := c.do(http.MethodGet, c.url(0, "/admin/members"), nil)
 		if err != nil || status != http.StatusOK {

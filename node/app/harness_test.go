@@ -348,6 +348,18 @@ func randomBlock(t testing.TB) []byte {
 // it holds none), read straight from its engine.
 // waitVersion waits until every node holds version v of id (writes are
 // acknowledged at quorum; the last replica may apply a moment later).
+// waitReplicated waits until every running node holds the version of id
+// that a quorum read through node 0 returns (writes are acknowledged by a
+// quorum; the last copy may land a moment later).
+func (c *testCluster) waitReplicated(t *testing.T, id string) {
+	t.Helper()
+	_, v, err := c.get(0, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitVersion(t, id, v)
+}
+
 func (c *testCluster) waitVersion(t *testing.T, id, v string) {
 	t.Helper()
 	testkit.Eventually(t, 5*time.Second, func() error {
