@@ -107,12 +107,13 @@ ZOOKEEPER_IMAGE  ?= zookeeper:3.8
 PROMETHEUS_IMAGE ?= prom/prometheus:v2.42.0
 GRAFANA_IMAGE    ?= grafana/grafana:10.4.2
 JAEGER_IMAGE     ?= jaegertracing/all-in-one:1.57
-NODE_PORTS       ?= 3001-3009
+# node-N is published on host port $(NODE_PORT_PREFIX)N (3001-3009).
+NODE_PORT_PREFIX ?= 300
 PROJECT          ?= goblocks
 N                ?= 3
 # Seconds `make up` and `make scale` wait for healthy nodes and a settled ring.
 WAIT_TIMEOUT     ?= 300
-export IMAGE ZOOKEEPER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE JAEGER_IMAGE NODE_PORTS
+export IMAGE ZOOKEEPER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE JAEGER_IMAGE NODE_PORT_PREFIX
 
 # The v2 plugin when the machine has it, else docker-compose v1 (>= 1.28).
 ifeq ($(origin COMPOSE),undefined)
@@ -147,9 +148,9 @@ images:
 
 up: images image
 	$(if $(filter 1 true yes,$(OBSERVABILITY)),compose/check-images.sh $(GRAFANA_IMAGE) $(JAEGER_IMAGE))
-	compose/rewind-ports.sh $(NODE_PORTS) $(IMAGE)
 	$(COMPOSE_CMD) up -d --remove-orphans --scale node=$(N)
-	COMPOSE="$(COMPOSE_CMD)" compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
+	compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
+	@COMPOSE="$(COMPOSE_CMD)" compose/nodes.sh
 	@echo "Prometheus: http://localhost:9090$(if $(filter 1 true yes,$(OBSERVABILITY)),   Grafana: http://localhost:3000 (admin/admin)   Jaeger: http://localhost:16686)"
 
 # What a newcomer's first `make up` meets: no lab images, no debootstrap,
@@ -164,7 +165,8 @@ fresh-check:
 
 scale:
 	$(COMPOSE_CMD) up -d --no-recreate --scale node=$(N)
-	COMPOSE="$(COMPOSE_CMD)" compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
+	compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
+	@COMPOSE="$(COMPOSE_CMD)" compose/nodes.sh
 
 # Every profile, so Grafana and Jaeger go too; -v removes the node volume.
 # The data goes, so a graceful leave (which cannot finish when every node
@@ -176,8 +178,11 @@ down:
 logs:
 	$(COMPOSE_CMD) logs -f --tail=100 $(SERVICE)
 
+# Containers by name and state (compose ps also lists the gateway's nine
+# published ports), then which node is on which host port.
 ps:
-	$(COMPOSE_CMD) ps
+	@docker ps -a --filter label=com.docker.compose.project=$(PROJECT) --format 'table {{.Names}}\t{{.Status}}\t{{.Image}}'
+	@COMPOSE="$(COMPOSE_CMD)" compose/nodes.sh
 
 # ---- End-to-end suite ----------------------------------------------------
 #
@@ -185,5 +190,5 @@ ps:
 # tag e2e). Ryuk cannot be pulled offline: the suite cleans up itself.
 E2E_TIMEOUT ?= 25m
 e2e: images image
-	TESTCONTAINERS_RYUK_DISABLED=true GOBLOCKS_IMAGE=$(IMAGE) ZOOKEEPER_IMAGE=$(ZOOKEEPER_IMAGE) \
+	TESTCONTAINERS_RYUK_DISABLED=true GOBLOCKS_IMAGE=$(IMAGE) ZOOKEEPER_IMAGE=$(ZOOKEEPER_IMAGE) PROMETHEUS_IMAGE=$(PROMETHEUS_IMAGE) \
 	  $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/

@@ -1,21 +1,24 @@
 // Package compose_test checks docker-compose.yml without Docker: the
-// services exist, the node service scales (no container_name, no fixed host
-// port), every file it mounts or reads exists in the repository, every
-// named volume is declared, dependencies point at real services, and images
-// are variables defaulting to the official names (the same defaults as the
-// Makefile). When docker-compose or the docker compose plugin is on PATH,
-// the file must also pass `config -q`.
+// services exist, the node service scales (no container_name, no host
+// port: the gateway publishes node-N on 300N and its routes match its
+// published ports), every file it mounts or reads exists in the
+// repository, every named volume is declared, dependencies point at real
+// services, and images are variables defaulting to the official names
+// (the same defaults as the Makefile). When docker-compose or the docker
+// compose plugin is on PATH, the file must also pass `config -q`.
 package compose_test
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +34,7 @@ const repoRoot = ".."
 var wantImages = map[string]struct{ variable, repo string }{
 	"zookeeper":  {"ZOOKEEPER_IMAGE", "zookeeper"},
 	"node":       {"IMAGE", "goblocks"},
+	"gateway":    {"IMAGE", "goblocks"},
 	"prometheus": {"PROMETHEUS_IMAGE", "prom/prometheus"},
 	"grafana":    {"GRAFANA_IMAGE", "grafana/grafana"},
 	"jaeger":     {"JAEGER_IMAGE", "jaegertracing/all-in-one"},
@@ -38,7 +42,7 @@ var wantImages = map[string]struct{ variable, repo string }{
 
 // offlineServices must start without a registry, so they are in no
 // profile; the others exist only on registries and must be in one.
-var offlineServices = []string{"zookeeper", "node", "prometheus"}
+var offlineServices = []string{"zookeeper", "node", "gateway", "prometheus"}
 
 func readCompose(t *testing.T) []byte {
 	t.Helper()
@@ -72,9 +76,12 @@ func TestComposeFileBroken(t *testing.T) {
 		{"container_name", func(f map[string]any) {
 			service(f, "node")["container_name"] = "node"
 		}, "container_name"},
-		{"fixed host port", func(f map[string]any) {
-			service(f, "node")["ports"] = []any{"3001:3000"}
-		}, "fixed host port"},
+		{"node port published", func(f map[string]any) {
+			service(f, "node")["ports"] = []any{"3001-3009:3000"}
+		}, "publishes host ports"},
+		{"gateway ports not the routes", func(f map[string]any) {
+			service(f, "gateway")["ports"] = []any{"3001-3009:3000"}
+		}, "GatewayRoutes"},
 		{"undeclared volume", func(f map[string]any) {
 			service(f, "node")["volumes"] = []any{"other-data:/data"}
 		}, `volume "other-data"`},
@@ -227,7 +234,7 @@ func check(data []byte, dir string) []error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	for _, name := range []string{"zookeeper", "node", "prometheus", "grafana", "jaeger"} {
+	for _, name := range []string{"zookeeper", "node", "gateway", "prometheus", "grafana", "jaeger"} {
 		if _, ok := f.Services[name]; !ok {
 			add("service %q missing", name)
 		}
@@ -274,16 +281,60 @@ func check(data []byte, dir string) []error {
 		if node.ContainerName != "" {
 			add("node: container_name %q stops it from scaling", node.ContainerName)
 		}
-		for _, p := range node.Ports {
-			if host, fixed := fixedHostPort(expand(p)); fixed {
-				add("node: fixed host port %s in %q clashes when scaled; use a range", host, p)
-			}
+		if len(node.Ports) > 0 {
+			add("node: publishes host ports %q: Docker would hand them out in start order, so node-2 could land on 3003; the gateway publishes the nodes", node.Ports)
 		}
 		if endpoint := environment(node.Environment)["OTEL_EXPORTER_OTLP_ENDPOINT"]; expand(endpoint) != "" {
 			add("node: OTEL_EXPORTER_OTLP_ENDPOINT defaults to %q; tracing must be off without the observability profile", endpoint)
 		}
 	}
+	if gw, ok := f.Services["gateway"]; ok {
+		errs = append(errs, checkGateway(gw)...)
+	}
 	return errs
+}
+
+// checkGateway: each route's listening ports must be the container side
+// of a published range of the same size, or a node's port would go
+// nowhere.
+func checkGateway(gw composeService) []error {
+	var errs []error
+	routes := environment(gw.Environment)["GatewayRoutes"]
+	if routes == "" {
+		return []error{errors.New("gateway: no GatewayRoutes in its environment")}
+	}
+	published := map[string]bool{}
+	for _, p := range gw.Ports {
+		spec, _, _ := strings.Cut(expand(p), "/")
+		parts := strings.Split(spec, ":")
+		host, container := parts[0], parts[len(parts)-1]
+		if len(parts) < 2 || rangeLen(host) != rangeLen(container) || rangeLen(host) == 0 {
+			errs = append(errs, fmt.Errorf("gateway: port %q: want HOSTRANGE:CONTAINERRANGE of the same size", p))
+			continue
+		}
+		published[container] = true
+	}
+	for _, r := range strings.Split(routes, ",") {
+		listen, _, _ := strings.Cut(strings.TrimSpace(r), ":")
+		if !published[listen] {
+			errs = append(errs, fmt.Errorf("gateway: GatewayRoutes listens on %s, which no ports entry publishes (%q)", listen, gw.Ports))
+		}
+	}
+	return errs
+}
+
+// rangeLen is the number of ports of "A-B" or "A"; 0 when malformed.
+func rangeLen(s string) int {
+	a, b, ranged := strings.Cut(s, "-")
+	if !ranged {
+		b = a
+	}
+	x, err1 := strconv.Atoi(a)
+	y, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil || y < x {
+		return 0
+	}
+	return y - x + 1
 }
 
 // imageVariable splits "${VAR:-default}" into VAR and default.
@@ -306,19 +357,6 @@ func expand(s string) string {
 		}
 		return interpolation.FindStringSubmatch(m)[3]
 	})
-}
-
-// fixedHostPort reports whether a short-syntax port publishes one fixed
-// host port ("3001:3000", "127.0.0.1:3001:3000"). A range ("3001-3009:3000")
-// or no host port ("3000") lets replicas coexist.
-func fixedHostPort(spec string) (string, bool) {
-	spec, _, _ = strings.Cut(spec, "/")
-	parts := strings.Split(spec, ":")
-	if len(parts) < 2 {
-		return "", false
-	}
-	host := parts[len(parts)-2]
-	return host, host != "" && !strings.Contains(host, "-")
 }
 
 // environment reads a service's environment in list or map form.
@@ -374,7 +412,7 @@ func cleanEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if strings.HasSuffix(k, "_IMAGE") || k == "IMAGE" || strings.HasPrefix(k, "COMPOSE_") ||
-			strings.HasPrefix(k, "GOBLOCKS_") || strings.HasSuffix(k, "_PORT") || k == "NODE_PORTS" {
+			strings.HasPrefix(k, "GOBLOCKS_") || strings.HasSuffix(k, "_PORT") || k == "NODE_PORT_PREFIX" {
 			continue
 		}
 		env = append(env, kv)

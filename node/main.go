@@ -2,6 +2,7 @@
 //
 //	goblocks [node] [flags]   run a storage node (the default)
 //	goblocks health [-addr]   probe a node's /health (container HEALTHCHECK)
+//	goblocks gateway [flags]  the lab's port gateway: node-N on port 300N (package node/gateway)
 //	goblocks version
 //	goblocks put|get|rm|status|ring|bench|import|export ...   cluster tools (package node/cli)
 //
@@ -17,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -56,6 +58,8 @@ func run(args []string, getenv func(string) string, stdin io.Reader, stdout, std
 		return runNode(args, getenv, stderr)
 	case "health":
 		return runHealth(args, getenv, stdout, stderr)
+	case "gateway":
+		return runGateway(args, getenv, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "goblocks", version)
 		return 0
@@ -81,6 +85,7 @@ func usage(w io.Writer) {
 commands:
   node      run a storage node (default; see 'goblocks node -h')
   health    check a node's /health; exit 0 when healthy
+  gateway   publish a scaled service's nodes on ports matching their names (the lab)
   version   print the version
 
 cluster tools (see 'goblocks COMMAND -h'; nodes from -nodes or
@@ -108,7 +113,7 @@ func runNode(args []string, getenv func(string) string, stderr io.Writer) int {
 	cfg.Version = version
 	log := zerolog.New(stderr).Level(level).With().Timestamp().Logger()
 	if cfg.ClaimSlot != "" {
-		s, err := slot.Claim(cfg.DataDir, cfg.ClaimSlot)
+		s, err := slot.Claim(cfg.DataDir, cfg.ClaimSlot, replicaNumber(cfg.ReplicaAddress))
 		if err != nil {
 			log.Error().Err(err).Msg("start failed")
 			return 1
@@ -133,6 +138,23 @@ func runNode(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// replicaNumber is the number Compose gave this container, read from the
+// name Docker's DNS has for its address (0 when there is none: not in
+// Compose, or no reverse record).
+func replicaNumber(addr string) int {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	names, err := slot.ContainerNames(ctx, host)
+	if err != nil || len(names) == 0 {
+		return 0
+	}
+	return slot.ReplicaNumber(names[0])
 }
 
 // runHealth is the container health check: scratch images have no curl.

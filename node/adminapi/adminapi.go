@@ -47,6 +47,9 @@ type Member struct {
 	Addr    string `json:"addr"`
 	VNodes  int    `json:"vnodes"`
 	Leaving bool   `json:"leaving,omitempty"`
+	// PublicURL is where a browser or a tool outside the cluster network
+	// reaches the member (its PublicURL setting), if it has one.
+	PublicURL string `json:"public_url,omitempty"`
 }
 
 // ParticipantStatus is one participant of a running migration round: its
@@ -128,6 +131,7 @@ type RingVNode struct {
 type MemberStatus struct {
 	Name        string `json:"name"`
 	Addr        string `json:"addr"`
+	PublicURL   string `json:"public_url,omitempty"`
 	Reachable   bool   `json:"reachable"`
 	Blocks      int64  `json:"blocks"`
 	OwnedBlocks int64  `json:"owned_blocks"`

@@ -323,6 +323,9 @@ func (n *Node) staticMembership() error {
 
 func (n *Node) zkMembership() error {
 	self := membership.Member{Name: n.cfg.ReplicaName, Addr: n.cfg.AdvertiseAddress(), VNodes: n.cfg.VNodes}
+	if n.cfg.PublicURL != "" {
+		self.PublicURL = config.ExpandPublicURL(n.cfg.PublicURL, n.cfg.ReplicaName)
+	}
 	metrics := migration.NewMetrics(n.registry)
 	var shared func(string)
 	if n.cfg.ClusterToken == "" {

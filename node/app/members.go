@@ -22,7 +22,7 @@ func (n *Node) memberStatuses(ctx context.Context) []adminapi.MemberStatus {
 	out := make([]adminapi.MemberStatus, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		out[i] = adminapi.MemberStatus{Name: m.Name, Addr: m.Addr}
+		out[i] = adminapi.MemberStatus{Name: m.Name, Addr: m.Addr, PublicURL: m.PublicURL}
 		if m.Name == n.cfg.ReplicaName {
 			st := n.nodeStatus()
 			out[i].Reachable, out[i].Blocks, out[i].OwnedBlocks, out[i].StaleBlocks, out[i].ViewEpoch =

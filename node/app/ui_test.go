@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/goblocks/goblocks/internal/testkit"
+	"github.com/goblocks/goblocks/node/config"
 )
 
 // TestUIBrowser loads /ui of a 3-node ZooKeeper cluster in headless
@@ -39,7 +40,11 @@ func TestUIBrowser(t *testing.T) {
 	chrome := findChromium(t)
 	// A slow transfer rate keeps the join's migration running for several
 	// seconds, long enough for the page (polling every 1.5 s) to show it.
-	c := zkCluster(t, 3, clusterOpts{rateBps: 64 << 10})
+	// Public URLs as the lab sets them: the page must link there, not to
+	// the address peers use.
+	c := zkCluster(t, 3, clusterOpts{rateBps: 64 << 10, configure: func(_ int, cfg *config.Config) {
+		cfg.PublicURL = "http://{name}.lab.example:80{n}/"
+	}})
 	preload(t, c, 300)
 	b := newBrowser(t, chrome)
 	if err := chromedp.Do(b.ctx, chromedp.Navigate(c.url(0, "/ui"))); err != nil {
@@ -49,6 +54,13 @@ func TestUIBrowser(t *testing.T) {
 	members := []string{"n0", "n1", "n2"}
 	b.waitPage(t, "three members drawn", func(p uiPage) error { return p.showsRing(members, c.nodes[0].RingStatus()) })
 	b.screenshot(t, "1-three-nodes.png")
+	b.waitPage(t, "links to the public URLs", func(p uiPage) error {
+		want := []string{"", "http://n1.lab.example:801/ui", "http://n2.lab.example:802/ui"} // n0 serves the page
+		if !slices.Equal(p.Links, want) {
+			return fmt.Errorf("member links %q, want %q", p.Links, want)
+		}
+		return nil
+	})
 
 	joined := c.addNode(t)
 	name := c.cfgs[joined].ReplicaName
@@ -154,6 +166,7 @@ type uiPage struct {
 	Target     map[string]int `json:"target"`      // same for the target ring
 	Members    []string       `json:"members"`     // "name health" rows of the members table
 	Blocks     []string       `json:"blocks"`      // the blocks cell of each row
+	Links      []string       `json:"links"`       // the address link of each row ("" for none)
 	State      string         `json:"state"`       // migration state line
 	Error      string         `json:"error"`       // the error banner, if shown
 }
@@ -172,6 +185,7 @@ const readPage = `(() => {
     target: dots("target"),
     members: Array.from(document.querySelectorAll("#members-body tr[data-node]"), (tr) => tr.dataset.node + " " + tr.cells[2].innerText),
     blocks: Array.from(document.querySelectorAll("#members-body tr[data-node]"), (tr) => tr.cells[5].innerText),
+    links: Array.from(document.querySelectorAll("#members-body tr[data-node]"), (tr) => (tr.cells[1].querySelector("a") || {}).href || ""),
     state: (document.getElementById("migration-state") || {}).innerText || "",
     error: banner.hidden ? "" : banner.innerText,
   };

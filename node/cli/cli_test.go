@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goblocks/goblocks/client"
 	"github.com/goblocks/goblocks/internal/testkit"
 	"github.com/goblocks/goblocks/node/config"
 	"github.com/goblocks/goblocks/node/peertls/peertlstest"
@@ -351,4 +352,32 @@ func TestToolsTalkTLSWithCA(t *testing.T) {
 		t.Fatalf("plain HTTP to TLS nodes succeeded: %v", r)
 	}
 	expect(t, run(t, c.nodes(), nil, "get", "b1", "-ca", file), ExitUsage, "", "no PEM certificate")
+}
+
+// TestStatusPublicURLs: members with a public URL (the lab's host ports)
+// get a URL column, and are probed there when not among -nodes.
+func TestStatusPublicURLs(t *testing.T) {
+	for u, want := range map[string]string{
+		"http://localhost:3002":      "localhost:3002",
+		"http://localhost:3002/":     "localhost:3002",
+		"http://store.example/x":     "store.example:80",
+		"https://store.example:8443": "",
+		"":                           "",
+	} {
+		if got := publicHostPort(u); got != want {
+			t.Errorf("publicHostPort(%q) = %q, want %q", u, got, want)
+		}
+	}
+	var out bytes.Buffer
+	view := &client.NodeStatus{}
+	view.Node = "node-1"
+	printStatus(Env{Stdout: &out}, view, []memberStatus{
+		{Name: "node-1", Addr: "172.18.0.4:3000", PublicURL: "http://localhost:3001", Health: "ok"},
+		{Name: "node-2", Addr: "172.18.0.5:3000", Health: "unreachable"},
+	})
+	for _, row := range []string{`(?m)^NAME\s+URL\s+ADDR\s+HEALTH`, `(?m)^node-1\s+http://localhost:3001\s+172\.18\.0\.4:3000\s+ok`, `(?m)^node-2\s+-\s+172\.18\.0\.5:3000\s+unreachable`} {
+		if !regexp.MustCompile(row).MatchString(out.String()) {
+			t.Errorf("status lacks %s:\n%s", row, out.String())
+		}
+	}
 }

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"sync"
 
@@ -25,11 +28,13 @@ unreachable (the table is printed anyway).`,
 
 // memberStatus is one row of the status table.
 type memberStatus struct {
-	Name   string             `json:"name"`
-	Addr   string             `json:"addr"`
-	Health string             `json:"health"` // ok, unavailable or unreachable
-	Error  string             `json:"error,omitempty"`
-	Status *client.NodeStatus `json:"status,omitempty"`
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	// PublicURL is where the member says tools reach it (PublicURL).
+	PublicURL string             `json:"public_url,omitempty"`
+	Health    string             `json:"health"` // ok, unavailable or unreachable
+	Error     string             `json:"error,omitempty"`
+	Status    *client.NodeStatus `json:"status,omitempty"`
 }
 
 func runStatus(ctx context.Context, cmd *command, e Env, args []string) int {
@@ -98,6 +103,11 @@ func memberStatuses(ctx context.Context, c *client.Client, view *client.NodeStat
 	var missing []string
 	for _, m := range view.Members {
 		if _, ok := found[m.Name]; !ok {
+			// Its public URL first: from outside the cluster network
+			// (the lab seen from the host) the address may not route.
+			if hp := publicHostPort(m.PublicURL); hp != "" {
+				missing = append(missing, hp)
+			}
 			missing = append(missing, m.Addr)
 		}
 	}
@@ -111,7 +121,7 @@ func memberStatuses(ctx context.Context, c *client.Client, view *client.NodeStat
 		if !ok {
 			r = memberStatus{Health: "unreachable", Error: errs[m.Addr]}
 		}
-		r.Name, r.Addr = m.Name, m.Addr
+		r.Name, r.Addr, r.PublicURL = m.Name, m.Addr, m.PublicURL
 		rows = append(rows, r)
 	}
 	// Nodes that answered but are not (yet) in the view's member list.
@@ -125,6 +135,20 @@ func memberStatuses(ctx context.Context, c *client.Client, view *client.NodeStat
 		}
 	}
 	return rows
+}
+
+// publicHostPort is the host:port of an http URL ("" for none or https,
+// which the client does not speak without TLS settings).
+func publicHostPort(u string) string {
+	rest, ok := strings.CutPrefix(u, "http://")
+	if !ok {
+		return ""
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		return host + ":80"
+	}
+	return host
 }
 
 // probe asks one address for its status and health.
@@ -179,7 +203,12 @@ func printStatus(e Env, view *client.NodeStatus, rows []memberStatus) {
 	}
 	fmt.Fprintln(w)
 	t := newTable(w)
-	fmt.Fprintln(t, "NAME\tADDR\tHEALTH\tEPOCH\tOWNED\tSTALE\tTRANSFER")
+	urls := slices.ContainsFunc(rows, func(r memberStatus) bool { return r.PublicURL != "" })
+	if urls {
+		fmt.Fprint(t, "NAME\tURL\tADDR\tHEALTH\tEPOCH\tOWNED\tSTALE\tTRANSFER\n")
+	} else {
+		fmt.Fprintln(t, "NAME\tADDR\tHEALTH\tEPOCH\tOWNED\tSTALE\tTRANSFER")
+	}
 	for _, r := range rows {
 		epoch, owned, stale, transfer := "-", "-", "-", "-"
 		if st := r.Status; st != nil {
@@ -190,7 +219,11 @@ func printStatus(e Env, view *client.NodeStatus, rows []memberStatus) {
 				transfer = fmt.Sprintf("sent %d/%d, received %d", tr.SentBlocks, tr.PlannedBlocks, tr.ReceivedBlocks)
 			}
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Addr, r.Health, epoch, owned, stale, transfer)
+		name := r.Name
+		if urls {
+			name += "\t" + cmp.Or(r.PublicURL, "-")
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, r.Addr, r.Health, epoch, owned, stale, transfer)
 	}
 	_ = t.Flush()
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/node/auth"
+	"github.com/goblocks/goblocks/node/membership"
 	"github.com/goblocks/goblocks/node/replication"
 )
 
@@ -126,6 +127,13 @@ type Config struct {
 	// and, unless ReplicaName is set, take <prefix>-N as its name: scaled
 	// replicas sharing one volume get stable names and their own data.
 	ClaimSlot string
+	// PublicURL is where operators' browsers and tools reach this node
+	// when that is not ReplicaAddress (a published port, a load
+	// balancer): the /ui members table links to it and `goblocks status`
+	// prints it. {name} is replaced by the node's name and {n} by the
+	// number that ends it (with ClaimSlot, the slot), so one setting fits
+	// every replica: the lab uses http://localhost:300{n}.
+	PublicURL string
 
 	// Tracing, by the standard OpenTelemetry variables. With neither
 	// endpoint set tracing is off and costs nothing.
@@ -197,6 +205,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ReplicaAddress == "" {
 		bad("ReplicaAddress is empty")
+	}
+	if c.PublicURL != "" {
+		if err := membership.ValidatePublicURL(ExpandPublicURL(c.PublicURL, "node-1")); err != nil {
+			bad("PublicURL: %v", err)
+		}
 	}
 	if c.ReplicationFactor < 1 || c.ReplicationFactor > 15 {
 		bad("ReplicationFactor %d: want 1-15", c.ReplicationFactor)
@@ -328,6 +341,15 @@ func (c *Config) AdvertiseAddress() string {
 		return c.ReplicaAddress
 	}
 	return net.JoinHostPort(c.ReplicaAddress, strconv.Itoa(c.Port))
+}
+
+// ExpandPublicURL fills a PublicURL template for the node called name.
+func ExpandPublicURL(tmpl, name string) string {
+	i := len(name)
+	for i > 0 && name[i-1] >= '0' && name[i-1] <= '9' {
+		i--
+	}
+	return strings.NewReplacer("{name}", name, "{n}", name[i:]).Replace(tmpl)
 }
 
 // Peer is one entry of a static member list.
@@ -488,6 +510,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		c.TracesExporter = "none"
 	}
 	str(&c.ClaimSlot, "ClaimSlot", "claim DataDir/<prefix>-N as data dir and name (replicas sharing a volume)")
+	str(&c.PublicURL, "PublicURL", "URL browsers and tools reach this node at, if not its address ({name}, {n}: its name, the number ending it)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -161,3 +161,26 @@ func TestTracesURL(t *testing.T) {
 		}
 	}
 }
+
+func TestPublicURL(t *testing.T) {
+	for _, tc := range []struct{ tmpl, name, want string }{
+		{"http://localhost:300{n}", "node-2", "http://localhost:3002"},
+		{"https://{name}.example.com/", "node-12", "https://node-12.example.com/"},
+		{"http://lb:8080", "store", "http://lb:8080"},
+		{"http://localhost:300{n}", "store", "http://localhost:300"},
+	} {
+		if got := ExpandPublicURL(tc.tmpl, tc.name); got != tc.want {
+			t.Errorf("ExpandPublicURL(%q, %q) = %q, want %q", tc.tmpl, tc.name, got, tc.want)
+		}
+	}
+	base := map[string]string{"ReplicaName": "n1", "ReplicaAddress": "10.0.0.1"}
+	for _, bad := range []string{"javascript:alert(1)", "localhost:3001", "http://", "ftp://host/", "http://u:p@host/", "http://host/?q=1"} {
+		e := map[string]string{"PublicURL": bad}
+		for k, v := range base {
+			e[k] = v
+		}
+		if _, err := Load(nil, env(e), io.Discard); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "PublicURL") {
+			t.Errorf("PublicURL=%q: %v, want an invalid-configuration error naming PublicURL", bad, err)
+		}
+	}
+}

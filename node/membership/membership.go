@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sort"
 	"strings"
 )
@@ -37,6 +38,10 @@ type Member struct {
 	// target so every node places blocks alike. Live member records carry
 	// none; a ring member without them has tokens derived from its name.
 	Tokens []uint64 `json:"tokens,omitempty"`
+	// PublicURL is where operators' browsers and tools reach the node
+	// (config PublicURL), when that differs from Addr: in the lab, the
+	// host port the gateway publishes it on. Live records only.
+	PublicURL string `json:"public_url,omitempty"`
 }
 
 // RingState is the committed ring: the members that own data, and an epoch
@@ -164,6 +169,30 @@ func (m Member) Validate() error {
 	}
 	if len(m.Tokens) > maxVNodes {
 		return fmt.Errorf("member %s: %d tokens: at most %d", m.Name, len(m.Tokens), maxVNodes)
+	}
+	if m.PublicURL != "" {
+		if err := ValidatePublicURL(m.PublicURL); err != nil {
+			return fmt.Errorf("member %s: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// maxURLLen bounds a PublicURL.
+const maxURLLen = 2048
+
+// ValidatePublicURL accepts an absolute http or https URL with a host and
+// nothing after the path: pages link to it, so a record in the
+// coordination store must not smuggle in another scheme (javascript:).
+func ValidatePublicURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case len(s) > maxURLLen:
+		return fmt.Errorf("public URL: longer than %d bytes", maxURLLen)
+	case err != nil:
+		return fmt.Errorf("public URL %q: %v", s, err)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.User != nil, u.RawQuery != "", u.Fragment != "":
+		return fmt.Errorf("public URL %q: want http(s)://host[:port][/path]", s)
 	}
 	return nil
 }

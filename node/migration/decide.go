@@ -189,7 +189,7 @@ func owningMembers(ms []membership.Member) []membership.Member {
 	var out []membership.Member
 	for _, m := range ms {
 		if !m.Leaving {
-			m.Leaving = false
+			m.PublicURL = "" // a live record's field, not the ring's
 			out = append(out, m)
 		}
 	}

@@ -494,7 +494,7 @@ func (d *Driver) Status() ClusterStatus {
 	}
 	out.Members = make([]adminapi.Member, 0, len(s.Members))
 	for _, m := range s.Members {
-		out.Members = append(out.Members, adminapi.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes, Leaving: m.Leaving})
+		out.Members = append(out.Members, adminapi.Member{Name: m.Name, Addr: m.Addr, VNodes: m.VNodes, Leaving: m.Leaving, PublicURL: m.PublicURL})
 	}
 	if s.Ring != nil {
 		out.Epoch, out.RingMembers = s.Ring.Epoch, membership.Names(s.Ring.Members)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -32,15 +33,22 @@ type Slot struct {
 	lock *os.File
 }
 
-// Claim takes the lowest-numbered slot "<prefix>-N" under dir whose lock no
-// live process holds, creating it if needed. Lower numbers first, so after
-// a full restart N replicas hold slots 1..N and a scale-up adds N+1.
-func Claim(dir, prefix string) (*Slot, error) {
+// Claim takes slot "<prefix>-<preferred>" if it is free (preferred 0: no
+// preference), else the lowest-numbered slot "<prefix>-N" under dir whose
+// lock no live process holds, creating it if needed. Lower numbers first,
+// so after a full restart N replicas hold slots 1..N and a scale-up adds
+// N+1.
+func Claim(dir, prefix string, preferred int) (*Slot, error) {
 	if !validPrefix.MatchString(prefix) {
 		return nil, fmt.Errorf("slot: prefix %q: want 1-64 of [A-Za-z0-9._-]", prefix)
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("slot: %w", err)
+	}
+	if preferred >= 1 && preferred <= MaxSlots {
+		if s, err := tryClaim(dir, prefix+"-"+strconv.Itoa(preferred)); s != nil || err != nil {
+			return s, err
+		}
 	}
 	for n := 1; n <= MaxSlots; n++ {
 		name := prefix + "-" + strconv.Itoa(n)
@@ -53,6 +61,25 @@ func Claim(dir, prefix string) (*Slot, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w under %s (%d held)", ErrNoSlot, dir, MaxSlots)
+}
+
+// ReplicaNumber is the number Compose gave the container called host (the
+// name Docker's DNS returns for the container's address:
+// "goblocks_node_2.goblocks_default." with Compose v1, "goblocks-node-2..."
+// with v2), or 0 when the name ends in none. A replica that prefers this
+// slot takes the name `docker ps` shows, so scaling down (which removes
+// the highest-numbered containers) removes the highest-numbered nodes.
+func ReplicaNumber(host string) int {
+	label, _, _ := strings.Cut(host, ".")
+	i := strings.LastIndexAny(label, "_-")
+	if i < 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(label[i+1:])
+	if err != nil || n < 1 || n > MaxSlots || label[i+1] == '0' {
+		return 0
+	}
+	return n
 }
 
 // tryClaim returns nil, nil when another process holds the slot.

@@ -10,11 +10,11 @@ import (
 
 func TestClaimTakesLowestFreeSlot(t *testing.T) {
 	dir := t.TempDir()
-	a, err := Claim(dir, "node")
+	a, err := Claim(dir, "node", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Claim(dir, "node")
+	b, err := Claim(dir, "node", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestClaimTakesLowestFreeSlot(t *testing.T) {
 	if err := a.Release(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Claim(dir, "node")
+	c, err := Claim(dir, "node", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestClaimTakesLowestFreeSlot(t *testing.T) {
 // sharing the volume), not only within one.
 func TestClaimExcludesOtherProcesses(t *testing.T) {
 	if os.Getenv("SLOT_HELPER_DIR") != "" {
-		s, err := Claim(os.Getenv("SLOT_HELPER_DIR"), "node")
+		s, err := Claim(os.Getenv("SLOT_HELPER_DIR"), "node", 0)
 		if err != nil {
 			os.Exit(3)
 		}
@@ -70,7 +70,7 @@ func TestClaimExcludesOtherProcesses(t *testing.T) {
 	if got := strings.TrimSpace(string(buf[:n])); got != "node-1" {
 		t.Fatalf("child claimed %q", got)
 	}
-	s, err := Claim(dir, "node")
+	s, err := Claim(dir, "node", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestClaimExcludesOtherProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The child is gone: its slot is free again.
-	s, err = Claim(dir, "node")
+	s, err = Claim(dir, "node", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +95,42 @@ func TestClaimExcludesOtherProcesses(t *testing.T) {
 
 func TestClaimRejectsBadPrefix(t *testing.T) {
 	for _, p := range []string{"", "../x", "a/b", strings.Repeat("a", 65), "-x"} {
-		if _, err := Claim(t.TempDir(), p); err == nil {
+		if _, err := Claim(t.TempDir(), p, 0); err == nil {
 			t.Errorf("prefix %q accepted", p)
+		}
+	}
+}
+
+func TestPreferredSlot(t *testing.T) {
+	dir := t.TempDir()
+	a, err := Claim(dir, "node", 3)
+	if err != nil || a.Name != "node-3" {
+		t.Fatalf("preferred free slot: %v, %v", a, err)
+	}
+	defer a.Release()
+	// Held: the lowest free slot instead.
+	b, err := Claim(dir, "node", 3)
+	if err != nil || b.Name != "node-1" {
+		t.Fatalf("preferred held slot: %v, %v", b, err)
+	}
+	defer b.Release()
+}
+
+func TestReplicaNumber(t *testing.T) {
+	for host, want := range map[string]int{
+		"goblocks_node_2.goblocks_default.": 2, // Compose v1
+		"goblocks-node-12.goblocks_default": 12,
+		"goblocks-node-3":                   3,
+		"3f2a9c1b7e4d":                      0, // a container ID
+		"node.":                             0,
+		"goblocks_node_0":                   0,
+		"goblocks_node_02":                  0,
+		"goblocks_node_99999":               0,
+		"goblocks_node_x":                   0,
+		"":                                  0,
+	} {
+		if got := ReplicaNumber(host); got != want {
+			t.Errorf("ReplicaNumber(%q) = %d, want %d", host, got, want)
 		}
 	}
 }

@@ -202,8 +202,9 @@
       const self = name === cs.node;
       const addr = m.addr || "";
       const addrCell = el("td", { class: "addr" });
-      if (addr && !self && /^[A-Za-z0-9.\-:[\]]+$/.test(addr)) {
-        addrCell.append(el("a", { href: `http://${addr}/ui`, title: `open ${name}'s own page`, text: addr }));
+      const link = peerLink(m);
+      if (link && !self) {
+        addrCell.append(el("a", { href: link, title: `open ${name}'s own page`, text: addr || link }));
       } else {
         addrCell.append(addr);
       }
@@ -216,6 +217,16 @@
         blocksCell(self, cs, stat.get(name)));
     });
     $("members-body").replaceChildren(...rows);
+  }
+
+  // peerLink is a member's own page: at its public URL when it has one (the
+  // lab publishes each node on a host port; its address is a container
+  // IP), else at its address. Only http(s) URLs and plain host:port.
+  function peerLink(m) {
+    const pub = m.public_url || "";
+    if (/^https?:\/\/[A-Za-z0-9.\-:[\]]+(\/[^\s"'<>]*)?$/.test(pub)) return pub.replace(/\/+$/, "") + "/ui";
+    if (m.addr && /^[A-Za-z0-9.\-:[\]]+$/.test(m.addr)) return `http://${m.addr}/ui`;
+    return "";
   }
 
   // Owned copies, and the stale ones (moved away, collected when the grace
