@@ -55,9 +55,19 @@ var (
 // a missed delete must propagate like a missed write.
 type Entry = wire.VersionedID
 
-// BucketOf is the bucket of block id: the low bits of its ring position
-// (xxHash64, well mixed in every bit).
-func BucketOf(id string) int { return int(ring.Position(id) % Buckets) }
+// bucketWidth is how many ring positions one bucket spans: buckets are
+// equal arcs of the ring, so listing one reads only its arc of the store.
+const bucketWidth = (1 << 63) / Buckets * 2
+
+// BucketOf is the bucket of block id: the arc of the ring its position is
+// in (the high bits of the position).
+func BucketOf(id string) int { return int(ring.Position(id) / bucketWidth) }
+
+// bucketArc is the arc of ring positions of bucket b, [b·width, (b+1)·width),
+// as a half-open ring.Range (start excluded).
+func bucketArc(b int) ring.Range {
+	return ring.Range{Start: uint64(b)*bucketWidth - 1, End: uint64(b+1)*bucketWidth - 1}
+}
 
 // entryHash hashes one (id, version) pair; a bucket's digest XORs them, so
 // it does not depend on scan order. Ids are unique within an engine, so no
@@ -80,36 +90,43 @@ func (s Scope) Includes(id string, m storage.Meta) bool {
 	return m.StaleSince.IsZero() && s.Ring.IsOwner(s.Self, id, s.RF) && s.Ring.IsOwner(s.Peer, id, s.RF)
 }
 
-// ScanFunc is storage.Engine.Scan.
-type ScanFunc func(after string, fn func(id string, m storage.Meta) bool) error
+// ScanFunc is storage.Engine.ScanRange.
+type ScanFunc func(r ring.Range, fn func(id string, m storage.Meta) bool) error
 
-// Digest makes one pass over the records and returns the scope's bucket
-// digests (length Buckets).
+// Digest reads the arcs both nodes own (ring.SharedArcs) and returns the
+// scope's bucket digests (length Buckets).
 func Digest(scan ScanFunc, s Scope) ([]uint64, error) {
 	d := make([]uint64, Buckets)
-	err := scan("", func(id string, m storage.Meta) bool {
-		if s.Includes(id, m) {
-			d[BucketOf(id)] ^= entryHash(id, m.Version)
+	for _, arc := range ring.SharedArcs(s.Ring, s.RF, s.Self, s.Peer) {
+		err := scan(arc, func(id string, m storage.Meta) bool {
+			if s.Includes(id, m) {
+				d[BucketOf(id)] ^= entryHash(id, m.Version)
+			}
+			return true
+		})
+		if err != nil {
+			return nil, err
 		}
-		return true
-	})
-	return d, err
+	}
+	return d, nil
 }
 
-// Collect lists, in id order, the scope's records in the given buckets.
+// Collect lists the scope's records in the given buckets, reading only
+// the buckets' arcs.
 func Collect(scan ScanFunc, s Scope, buckets []int) ([]Entry, error) {
-	want := make(map[int]bool, len(buckets))
-	for _, b := range buckets {
-		want[b] = true
-	}
 	var out []Entry
-	err := scan("", func(id string, m storage.Meta) bool {
-		if want[BucketOf(id)] && s.Includes(id, m) {
-			out = append(out, Entry{ID: id, Version: m.Version})
+	for _, b := range slices.Compact(slices.Sorted(slices.Values(buckets))) {
+		err := scan(bucketArc(b), func(id string, m storage.Meta) bool {
+			if s.Includes(id, m) {
+				out = append(out, Entry{ID: id, Version: m.Version})
+			}
+			return true
+		})
+		if err != nil {
+			return nil, err
 		}
-		return true
-	})
-	return out, err
+	}
+	return out, nil
 }
 
 // Mismatched returns the buckets whose digests differ. Digest slices of
@@ -174,6 +191,9 @@ func Diff(local, remote []Entry) (pull, push []string) {
 // addresses.
 func RingID(r *ring.Ring, rf int) string {
 	h := sha256.New()
+	// The bucketing scheme: nodes that bucket blocks differently (an older
+	// version bucketed by the low bits) must not compare digests.
+	h.Write([]byte("buckets=arcs/" + strconv.Itoa(Buckets) + "\n"))
 	h.Write([]byte(strconv.Itoa(rf) + "\n"))
 	for _, m := range r.Members() { // sorted by name
 		h.Write([]byte(m.Name + "\x00" + strconv.Itoa(m.VNodes) + "\n"))

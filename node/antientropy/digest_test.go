@@ -1,8 +1,11 @@
 package antientropy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -85,17 +88,22 @@ func TestValidBuckets(t *testing.T) {
 	}
 }
 
-// records is a sorted in-memory scan source.
+// records is an in-memory scan source: ScanRange over a map.
 type records map[string]storage.Meta
 
-func (rs records) scan(after string, fn func(string, storage.Meta) bool) error {
+func (rs records) scan(r ring.Range, fn func(string, storage.Meta) bool) error {
 	ids := make([]string, 0, len(rs))
 	for id := range rs {
-		ids = append(ids, id)
+		if r.Contains(ring.Position(id)) {
+			ids = append(ids, id)
+		}
 	}
-	slices.Sort(ids)
+	// Clockwise from the arc's start, as an engine returns them.
+	slices.SortFunc(ids, func(a, b string) int {
+		return cmp.Compare(ring.Position(a)-r.Start, ring.Position(b)-r.Start)
+	})
 	for _, id := range ids {
-		if id > after && !fn(id, rs[id]) {
+		if !fn(id, rs[id]) {
 			break
 		}
 	}
@@ -198,6 +206,7 @@ func TestDigest(t *testing.T) {
 			t.Errorf("%s listed at %v, stored %v", e.ID, e.Version, base[e.ID].Version)
 		}
 	}
+	slices.Sort(gotIDs)
 	if !slices.Equal(gotIDs, wantIDs) {
 		t.Fatalf("Collect(bucket %d) = %q, want %q", b, gotIDs, wantIDs)
 	}
@@ -218,5 +227,36 @@ func TestRingID(t *testing.T) {
 		if (tc.id == a) != tc.same {
 			t.Errorf("%s: RingID equal = %v, want %v", tc.name, tc.id == a, tc.same)
 		}
+	}
+}
+
+// TestBucketArcs: bucket b is exactly the arc bucketArc(b), so listing a
+// bucket can read only its arc; the arcs tile the ring.
+func TestBucketArcs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	probes := []uint64{0, 1, math.MaxUint64, math.MaxUint64 - 1}
+	for b := range Buckets {
+		lo := uint64(b) * bucketWidth
+		probes = append(probes, lo, lo-1, lo+1)
+	}
+	for range 10000 {
+		probes = append(probes, rng.Uint64())
+	}
+	for _, p := range probes {
+		bucket := int(p / bucketWidth)
+		if bucket < 0 || bucket >= Buckets {
+			t.Fatalf("position %d in bucket %d", p, bucket)
+		}
+		for _, b := range []int{bucket - 1, bucket, bucket + 1} {
+			if b < 0 || b >= Buckets {
+				continue
+			}
+			if got := bucketArc(b).Contains(p); got != (b == bucket) {
+				t.Fatalf("position %d (bucket %d): bucketArc(%d).Contains = %v", p, bucket, b, got)
+			}
+		}
+	}
+	if bucketArc(Buckets-1).End != math.MaxUint64 || bucketArc(0).Start != math.MaxUint64 {
+		t.Errorf("the arcs do not cover the ring's ends: first %v, last %v", bucketArc(0), bucketArc(Buckets-1))
 	}
 }

@@ -46,7 +46,7 @@ func (l *Local) Digests(peer, ringID string) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Digest(l.Engine.Scan, s)
+	return Digest(l.Engine.ScanRange, s)
 }
 
 // Entries lists this node's records in buckets that peer owns too.
@@ -58,5 +58,5 @@ func (l *Local) Entries(peer, ringID string, buckets []int) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Collect(l.Engine.Scan, s, buckets)
+	return Collect(l.Engine.ScanRange, s, buckets)
 }

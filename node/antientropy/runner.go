@@ -183,7 +183,7 @@ func (r *Runner) Round(ctx context.Context, peer ring.Member) (st RoundStats, er
 	}
 	s := Scope{Ring: rg, RF: rf, Self: r.o.Self, Peer: peer.Name}
 	ringID := RingID(rg, rf)
-	local, err := Digest(r.o.Engine.Scan, s)
+	local, err := Digest(r.o.Engine.ScanRange, s)
 	if err != nil {
 		return st, fmt.Errorf("antientropy: digest: %w", err)
 	}
@@ -224,7 +224,7 @@ func (r *Runner) repair(ctx context.Context, s Scope, peer ring.Member, ringID s
 	if err != nil {
 		return fmt.Errorf("antientropy: listing of %s: %w", peer.Name, err)
 	}
-	local, err := Collect(r.o.Engine.Scan, s, buckets)
+	local, err := Collect(r.o.Engine.ScanRange, s, buckets)
 	if err != nil {
 		return fmt.Errorf("antientropy: listing: %w", err)
 	}

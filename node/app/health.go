@@ -19,6 +19,10 @@ import (
 	"github.com/goblocks/goblocks/node/storage/pebble"
 )
 
+// The data store keeps blocks in ring-position order, so a migration or a
+// GC of the arcs a ring change moved reads only those arcs.
+var dataOptions = pebble.Options{ByPosition: true}
+
 // The hints store holds only the writes a down replica missed: small
 // buffers leave the memory to the data store (a node must stay within
 // half of its 512 MiB Kubernetes limit under load).
@@ -29,7 +33,7 @@ var hintsOptions = pebble.Options{CacheSize: 4 << 20, MemTableSize: 4 << 20}
 // free-space guard.
 func (n *Node) openStores() error {
 	cfg := n.cfg
-	e, err := openEngine(cfg, cfg.DataDir, pebble.Options{}, n.log)
+	e, err := openEngine(cfg, cfg.DataDir, dataOptions, n.log)
 	if err == nil && cfg.RebuildCorruptStore {
 		if reason, marked := rebuildMarked(cfg.DataDir); marked {
 			e.Close()
@@ -40,7 +44,7 @@ func (n *Node) openStores() error {
 		// Opening for writes replays the WAL into a new table; with no
 		// room for it, serve reads from a read-only store until there is.
 		n.log.Error().Err(err).Msg("the disk is too full to open the store for writing: starting read-only; the node restarts by itself once space returns")
-		e, err = openEngine(cfg, cfg.DataDir, pebble.Options{ReadOnly: true}, n.log)
+		e, err = openEngine(cfg, cfg.DataDir, pebble.Options{ReadOnly: true, ByPosition: true}, n.log)
 		n.readOnly = err == nil
 	}
 	if errors.Is(err, storage.ErrCorrupt) {
@@ -98,7 +102,7 @@ func (n *Node) rebuildStore(cause error) (storage.Engine, error) {
 	n.rebuilding.Store(true)
 	n.log.Error().Err(cause).Str("moved_to", aside).
 		Msg("the store could not be opened: moved it aside, starting empty and rebuilding from the replicas (RebuildCorruptStore)")
-	return openEngine(n.cfg, n.cfg.DataDir, pebble.Options{}, n.log)
+	return openEngine(n.cfg, n.cfg.DataDir, dataOptions, n.log)
 }
 
 // rebuildMarker is written into a store found damaged while running, so

@@ -423,19 +423,30 @@ func boolFloat(b bool) float64 {
 // moved-away copies turn stale at the swap), every GCInterval, and when
 // the first stale copy reaches the grace period (so it is collected then,
 // not up to a GCInterval later).
+//
+// The periodic pass reads every record (tombstones expire anywhere). The
+// pass after a swap reads only the arcs where this node's ownership
+// changed since the view of the previous pass, and the pass at a grace
+// expiry only the arcs such swaps left stale copies in: the cost of a
+// rebalance follows the data it moves, not the data stored.
 func (d *Driver) gcLoop(ctx context.Context) {
 	t := time.NewTicker(d.o.GCInterval)
 	defer t.Stop()
 	expiry := time.NewTimer(time.Hour)
 	expiry.Stop()
 	defer expiry.Stop()
+	scope := gcScope{self: d.o.Self.Name}
+	var expiryAt time.Time // when expiry fires; zero when stopped
 	for {
+		kind := periodicPass
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-d.gc:
+			kind = swapPass
 		case <-expiry.C:
+			kind, expiryAt = expiryPass, time.Time{}
 		}
 		d.mu.Lock()
 		v, ok := d.view, d.hasView
@@ -443,10 +454,20 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		st, next, err := reconcile(d.o.Engine, v, d.o.Self.Name, time.Now(), d.o.StaleGrace, d.o.TombstoneGrace)
-		if !next.IsZero() {
+		arcs := scope.arcs(kind, v)
+		st, next, staleBefore, err := reconcile(d.o.Engine, v, d.o.Self.Name, time.Now(), d.o.StaleGrace, d.o.TombstoneGrace, arcs)
+		scope.done(kind, v, arcs, st.Stale, err)
+		if arcs != nil {
+			// The store's total: what the arcs held before, replaced by
+			// what they hold now.
+			d.mu.Lock()
+			st.Stale = max(d.lastGC.Stale-staleBefore+st.Stale, 0)
+			d.mu.Unlock()
+		}
+		if !next.IsZero() && (expiryAt.IsZero() || next.Before(expiryAt)) {
 			// A little past the expiry, so the copy is past the grace when
 			// the pass reads the clock; never a busy loop.
+			expiryAt = next
 			expiry.Reset(max(time.Until(next), 0) + gcExpirySlack)
 		}
 		d.o.Metrics.GCRuns.Inc()

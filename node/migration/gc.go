@@ -19,7 +19,12 @@ type GCStats = adminapi.GCStats
 // racing the pass wins. next is when the first stale copy left by the pass
 // reaches the grace period (zero when none is left), so the caller can
 // collect it then rather than at its next periodic pass.
-func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration) (st GCStats, next time.Time, err error) {
+//
+// arcs limits the pass to the records in those arcs (the ones a ring swap
+// changed, see ring.OwnershipChanges); nil reads every record. st.Stale
+// then counts the stale copies left in the arcs, and staleBefore those
+// the pass found there, so the caller can keep the store's total.
+func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range) (st GCStats, next time.Time, staleBefore int64, err error) {
 	var firstErr error
 	expires := func(staleSince time.Time) {
 		if t := staleSince.Add(grace); next.IsZero() || t.Before(next) {
@@ -32,8 +37,11 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 		}
 		return v.Target != nil && v.Target.IsOwner(self, id, v.RF)
 	}
-	err = eng.Scan("", func(id string, m storage.Meta) bool {
+	visit := func(id string, m storage.Meta) bool {
 		st.Scanned++
+		if !m.StaleSince.IsZero() && !m.Tombstone {
+			staleBefore++
+		}
 		var err error
 		switch {
 		case m.Tombstone && now.Sub(m.Version.Timestamp.Physical()) > tombstoneGrace:
@@ -70,9 +78,74 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 			firstErr = err
 		}
 		return true
-	})
-	if err != nil {
-		return st, next, err
 	}
-	return st, next, firstErr
+	if arcs == nil {
+		err = eng.Scan("", visit)
+	}
+	for _, r := range arcs {
+		if err = eng.ScanRange(r, visit); err != nil {
+			break
+		}
+	}
+	if err != nil {
+		return st, next, staleBefore, err
+	}
+	return st, next, staleBefore, firstErr
+}
+
+// gcPass is why a GC pass runs.
+type gcPass int
+
+const (
+	periodicPass gcPass = iota // every GCInterval
+	swapPass                   // the view changed (a ring swap)
+	expiryPass                 // a stale copy reached the grace period
+)
+
+// gcScope decides which records each pass reads. The periodic pass reads
+// every record (tombstones expire anywhere). A swap pass reads only the
+// arcs where this node's ownership changed since the view of the last
+// pass, and an expiry pass only the arcs swap passes left stale copies in;
+// whenever what lies outside them is unknown (the first pass, a failed
+// one, stale copies a full pass found) the next pass reads everything.
+type gcScope struct {
+	self     string
+	last     *ring.View   // the view the last successful pass reconciled with
+	pending  []ring.Range // arcs of swap passes that left stale copies
+	fullNext bool         // a full pass left stale copies: the expiry pass reads all
+}
+
+// arcs returns what the next pass of kind reads in view v: nil for every
+// record, an empty slice for none.
+func (g *gcScope) arcs(kind gcPass, v ring.View) []ring.Range {
+	switch {
+	case kind == swapPass && g.last != nil:
+		arcs := ring.OwnershipChanges(*g.last, v, g.self)
+		if arcs == nil {
+			arcs = []ring.Range{} // no change: nothing to read
+		}
+		return arcs
+	case kind == expiryPass && !g.fullNext && g.pending != nil:
+		return g.pending
+	}
+	return nil
+}
+
+// done records a pass over arcs (as arcs returned) that left stale stale
+// copies there, or failed.
+func (g *gcScope) done(kind gcPass, v ring.View, arcs []ring.Range, stale int64, err error) {
+	switch {
+	case err != nil:
+		// What the pass did not reach is unknown: read all next time.
+		g.last, g.pending, g.fullNext = nil, nil, true
+	case arcs == nil:
+		g.last, g.pending, g.fullNext = &v, nil, stale > 0
+	case kind == swapPass:
+		g.last = &v
+		if stale > 0 {
+			g.pending = append(g.pending, arcs...)
+		}
+	case stale == 0:
+		g.pending = nil // the expiry pass collected them all
+	}
 }

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestReconcile(t *testing.T) {
 	mustMark(t, eng, young, ver, now.Add(-3*time.Second)) // expires in 7s
 	mustMark(t, eng, old, ver, now.Add(-grace-time.Second))
 
-	st, next, err := reconcile(eng, v, "a", now, grace, 24*time.Hour)
+	st, next, _, err := reconcile(eng, v, "a", now, grace, 24*time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestReconcile(t *testing.T) {
 	}
 
 	// Nothing stale left: no expiry to wait for.
-	_, next, err = reconcile(eng, ring.View{Current: testRing(t, []string{"a"}), RF: 1}, "a", now, grace, 24*time.Hour)
+	_, next, _, err = reconcile(eng, ring.View{Current: testRing(t, []string{"a"}), RF: 1}, "a", now, grace, 24*time.Hour, nil)
 	if err != nil || !next.IsZero() {
 		t.Fatalf("after every copy is owned again: next %v, err %v; want zero", next, err)
 	}
@@ -107,7 +108,7 @@ func BenchmarkReconcileMarksStale(b *testing.B) {
 		}
 		v := ring.View{Current: testRingTB(b, []string{"b", "c", "d"}), RF: 3}
 		b.StartTimer()
-		st, _, err := reconcile(eng, v, "a", time.Now(), time.Minute, 24*time.Hour)
+		st, _, _, err := reconcile(eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil)
 		b.StopTimer()
 		if err != nil || st.MarkedStale != n {
 			b.Fatalf("marked %d of %d stale: %v", st.MarkedStale, n, err)
@@ -115,4 +116,113 @@ func BenchmarkReconcileMarksStale(b *testing.B) {
 		eng.Close()
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/record")
+}
+
+// TestReconcileArcsOnly: after a join, a pass over the arcs whose
+// ownership changed leaves the store exactly as a pass over everything
+// would, and reads only the records in those arcs (about the share the
+// joiner took), on both engines.
+func TestReconcileArcsOnly(t *testing.T) {
+	const n, rf = 4000, 3
+	before := ring.View{Current: testRing(t, []string{"a", "b", "c", "d"}), RF: rf}
+	after := ring.View{Current: testRing(t, []string{"a", "b", "c", "d", "e"}), RF: rf}
+	arcs := ring.OwnershipChanges(before, after, "a")
+	ver := hlc.Version{Timestamp: hlc.Timestamp(uint64(time.Now().UnixMicro()) << 12), Node: "a"}
+	fill := func(eng storage.Engine) {
+		var items []storage.Item
+		for k := range n {
+			if id := fmt.Sprint("blk-", k); before.Current.IsOwner("a", id, rf) {
+				items = append(items, storage.Item{ID: id, Record: storage.NewRecord([]byte(id), ver)})
+			}
+		}
+		if _, err := eng.ApplyBatch(items); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func(eng storage.Engine) map[string]bool {
+		out := map[string]bool{}
+		if err := eng.Scan("", func(id string, m storage.Meta) bool { out[id] = m.StaleSince.IsZero(); return true }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	openPebble := func() storage.Engine {
+		e, err := pebble.Open(t.TempDir(), pebble.Options{ByPosition: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return e
+	}
+	for name, open := range map[string]func() storage.Engine{"memory": func() storage.Engine { return memory.New() }, "pebble": openPebble} {
+		t.Run(name, func(t *testing.T) {
+			full, partial := open(), open()
+			fill(full)
+			fill(partial)
+			now := time.Now()
+			stFull, _, _, err := reconcile(full, after, "a", now, time.Minute, 24*time.Hour, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stArcs, _, _, err := reconcile(partial, after, "a", now, time.Minute, 24*time.Hour, arcs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := state(partial), state(full); len(got) != len(want) || fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("arcs-only pass left another state than a full pass")
+			}
+			if stArcs.MarkedStale != stFull.MarkedStale || stArcs.MarkedStale == 0 {
+				t.Errorf("marked %d stale, full pass %d", stArcs.MarkedStale, stFull.MarkedStale)
+			}
+			// Only the lost arcs are read: the joiner's share of a's data.
+			if stArcs.Scanned != stArcs.MarkedStale {
+				t.Errorf("read %d records for %d that changed (store: %d)", stArcs.Scanned, stArcs.MarkedStale, stFull.Scanned)
+			}
+			t.Logf("full pass read %d records, arcs pass %d (%d marked stale)", stFull.Scanned, stArcs.Scanned, stArcs.MarkedStale)
+		})
+	}
+}
+
+// TestGCScope walks the pass sequence a node goes through around two
+// swaps and checks what each pass reads.
+func TestGCScope(t *testing.T) {
+	const rf = 3
+	v3 := ring.View{Current: testRing(t, []string{"a", "b", "c"}), RF: rf}
+	v34 := ring.View{Current: v3.Current, Target: testRing(t, []string{"a", "b", "c", "d"}), RF: rf}
+	v4 := ring.View{Current: v34.Target, RF: rf}
+	v5 := ring.View{Current: testRing(t, []string{"a", "b", "c", "d", "e"}), RF: rf}
+	lost4 := ring.OwnershipChanges(v34, v4, "a")
+	lost5 := ring.OwnershipChanges(v4, v5, "a")
+	if len(lost4) == 0 || len(lost5) == 0 {
+		t.Fatal("the joins move nothing away from a")
+	}
+	all := []ring.Range(nil)
+	none := []ring.Range{}
+	fail := errors.New("disk")
+	g := gcScope{self: "a"}
+	for i, step := range []struct {
+		kind  gcPass
+		view  ring.View
+		want  []ring.Range
+		stale int64
+		err   error
+	}{
+		{swapPass, v3, all, 0, nil},                                 // first pass: everything
+		{swapPass, v34, none, 0, nil},                               // migration starts: a loses nothing yet (owns in Current or Target)
+		{swapPass, v4, lost4, 5, nil},                               // the swap: only the arcs d took
+		{expiryPass, v4, lost4, 0, nil},                             // their grace ends: those arcs again, all collected
+		{expiryPass, v4, all, 0, nil},                               // nothing pending: everything
+		{swapPass, v5, lost5, 3, nil},                               // the next join
+		{periodicPass, v5, all, 2, nil},                             // periodic: everything, stale copies left
+		{expiryPass, v5, all, 0, nil},                               // stale copies anywhere: everything
+		{swapPass, v5, none, 0, nil},                                // no change
+		{swapPass, v4, ring.OwnershipChanges(v5, v4, "a"), 0, fail}, // a failed pass
+		{swapPass, v4, all, 0, nil},                                 // then everything
+	} {
+		got := g.arcs(step.kind, step.view)
+		if (got == nil) != (step.want == nil) || fmt.Sprint(got) != fmt.Sprint(step.want) {
+			t.Fatalf("step %d: reads %v, want %v", i, got, step.want)
+		}
+		g.done(step.kind, step.view, got, step.stale, step.err)
+	}
 }

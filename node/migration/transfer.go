@@ -97,15 +97,6 @@ func (p sendPlan) lookup(id string) int {
 	return -1
 }
 
-// destinations returns the new owners this node must send id to; nil when
-// id's owners gain nobody or another old owner sends it.
-func (p sendPlan) destinations(id string) []ring.Member {
-	if i := p.lookup(id); i >= 0 {
-		return p.dests[i]
-	}
-	return nil
-}
-
 // consult returns the other live old owners of id, whose versions the
 // sender checks before sending it.
 func (p sendPlan) consult(id string) []ring.Member {
@@ -169,17 +160,25 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 			return false
 		}
 	}
-	scanErr := eng.Scan("", func(id string, _ storage.Meta) bool {
-		for _, m := range plan.destinations(id) {
-			d := destFor(m)
-			d.ids = append(d.ids, id)
-			p.PlannedBlocks.Add(1)
-			if len(d.ids) == wire.MaxBatch && !flush(d) {
-				return false
+	// Only the arcs this node sends: the engine keeps blocks in ring
+	// order, so the round reads what moves, not everything stored.
+	var scanErr error
+	for i, mv := range plan.moves {
+		scanErr = eng.ScanRange(mv.Range, func(id string, _ storage.Meta) bool {
+			for _, m := range plan.dests[i] {
+				d := destFor(m)
+				d.ids = append(d.ids, id)
+				p.PlannedBlocks.Add(1)
+				if len(d.ids) == wire.MaxBatch && !flush(d) {
+					return false
+				}
 			}
+			return ctx.Err() == nil
+		})
+		if scanErr != nil || ctx.Err() != nil {
+			break
 		}
-		return ctx.Err() == nil
-	})
+	}
 	for _, d := range dests {
 		flush(d)
 		close(d.queue)

@@ -226,3 +226,12 @@ func TestNewestRecords(t *testing.T) {
 		t.Fatalf("with c unreachable: %v, want errPeer", err)
 	}
 }
+
+// destinations returns the new owners this node must send id to; nil when
+// id's owners gain nobody or another old owner sends it.
+func (p sendPlan) destinations(id string) []ring.Member {
+	if i := p.lookup(id); i >= 0 {
+		return p.dests[i]
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/ring"
 )
 
 // Engine stores versioned block records keyed by block id.
@@ -36,10 +37,19 @@ type Engine interface {
 	// collection, tombstone purging and delivered hints. Durability as for
 	// MarkStale: what a crash undoes is removed again.
 	Remove(id string, v hlc.Version) (bool, error)
-	// Scan calls fn with each record's metadata in ascending id order,
-	// starting after the id `after` ("" = from the start), until fn
-	// returns false. Writes during a scan may or may not be seen.
+	// Scan calls fn with each record's metadata in key order, starting
+	// after the id `after` ("" = from the start), until fn returns false.
+	// Key order is ascending id, or ascending (ring.Position(id), id) for
+	// an engine kept in position order. Writes during a scan may or may
+	// not be seen.
 	Scan(after string, fn func(id string, m Meta) bool) error
+	// ScanRange calls fn with the metadata of each record whose ring
+	// position lies in arc r, clockwise from r.Start, until fn returns
+	// false. An engine kept in position order reads only that arc (the
+	// cost of a migration or a GC of the arcs a ring change moved follows
+	// the data they hold, not the data stored); one kept in id order
+	// fails with ErrUnordered.
+	ScanRange(r ring.Range, fn func(id string, m Meta) bool) error
 	// Count returns the number of non-tombstone records (owned or stale).
 	Count() int64
 	// Close releases the engine. Later calls return ErrClosed.

@@ -33,6 +33,9 @@ var (
 	// by its coordinator; a version-0 record would lose to anything and
 	// make last-writer-wins meaningless, so engines refuse it.
 	ErrZeroVersion = errors.New("storage: record has no version")
+	// ErrUnordered: ScanRange on an engine that keeps records in id order
+	// (a pebble engine opened without ByPosition).
+	ErrUnordered = errors.New("storage: engine is not ordered by position")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -9,5 +9,5 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(*testing.T) storage.Engine { return memory.New() })
+	storagetest.Run(t, storagetest.IDOrder, func(*testing.T) storage.Engine { return memory.New() })
 }

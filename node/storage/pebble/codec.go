@@ -10,20 +10,11 @@ import (
 	"github.com/goblocks/goblocks/node/storage"
 )
 
-// Key families. Every block has an m/ key (its metadata) and, unless it is
-// a tombstone, a d/ key (its payload), written together in one batch. The
-// families are separate key ranges so that scans, version probes and the
-// count at open read only the small m/ values and never page payloads in.
-const (
-	metaPrefix = "m/"
-	dataPrefix = "d/"
-)
-
-// metaUpper is the exclusive upper bound of the m/ family: '/'+1 == '0'.
-var metaUpper = []byte("m0")
-
-func metaKey(id string) []byte { return append([]byte(metaPrefix), id...) }
-func dataKey(id string) []byte { return append([]byte(dataPrefix), id...) }
+// Key families. Every block has a meta key (its metadata) and, unless it
+// is a tombstone, a data key (its payload), written together in one batch.
+// The families are separate key ranges so that scans, version probes and
+// the count at open read only the small metadata values and never page
+// payloads in. Where the keys go within a family is the layout (layout.go).
 
 // metaFormatV1 is the first byte of every encoded metadata value. A future
 // layout gets a new number so old and new values can coexist on disk.

@@ -36,6 +36,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 )
 
@@ -75,6 +76,7 @@ type Engine struct {
 	// gate admits every operation that uses db, so Close can wait for
 	// them: pebble panics when used after it closed.
 	gate *gate
+	lay  layout
 }
 
 var (
@@ -106,11 +108,20 @@ func Open(dir string, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		db: db, logf: opts.Logf, faults: f, fsCloser: fsCloser,
-		l0Stop: po.L0StopWritesThreshold, seed: maphash.MakeSeed(), gate: newGate(),
+		l0Stop: po.L0StopWritesThreshold, seed: maphash.MakeSeed(), gate: newGate(), lay: idLayout,
+	}
+	if opts.ByPosition {
+		e.lay = positionLayout
+	}
+	if err = settleLayout(db, e.lay, opts.ReadOnly, opts.Logf); err != nil {
+		err = f.classify(err)
 	}
 	// A Fatalf during open (a MANIFEST write that failed) leaves pebble
 	// open but failed.
-	n, err := e.countLive()
+	var n int64
+	if err == nil {
+		n, err = e.countLive()
+	}
 	if err == nil {
 		err = f.err()
 	}
@@ -125,7 +136,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 // countLive scans the m/ family. Undecodable values are logged and not
 // counted, matching how Apply treats them (as absent).
 func (e *Engine) countLive() (int64, error) {
-	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte(metaPrefix), UpperBound: metaUpper})
+	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: []byte(e.lay.meta), UpperBound: familyEnd(e.lay.meta)})
 	if err != nil {
 		return 0, e.faults.classify(err)
 	}
@@ -133,7 +144,7 @@ func (e *Engine) countLive() (int64, error) {
 	for ok := it.First(); ok; ok = it.Next() {
 		m, err := decodeMeta(it.Value())
 		if err != nil {
-			e.logf("pebble: block %q: %v", it.Key()[len(metaPrefix):], err)
+			e.logf("pebble: block %q: %v", e.lay.idOf(it.Key()), err)
 			continue
 		}
 		if !m.Tombstone {
@@ -259,7 +270,7 @@ func boolInt(b bool) int64 {
 // Live may count one too many after such a repair: the record behind the
 // corrupt block may have been counted at Open. Undecodable values were not.
 func (e *Engine) readStored(id string) (stored, error) {
-	v, closer, err := e.db.Get(metaKey(id))
+	v, closer, err := e.db.Get(e.lay.metaKey(id))
 	if errors.Is(err, pebbledb.ErrNotFound) {
 		return stored{}, nil
 	}
@@ -280,7 +291,7 @@ func (e *Engine) readStored(id string) (stored, error) {
 
 // readPayload returns a copy of id's payload after checking it against m.
 func (e *Engine) readPayload(id string, m storage.Meta) ([]byte, error) {
-	v, closer, err := e.db.Get(dataKey(id))
+	v, closer, err := e.db.Get(e.lay.dataKey(id))
 	if errors.Is(err, pebbledb.ErrNotFound) {
 		return nil, fmt.Errorf("pebble: block %q has metadata but no payload: %w", id, storage.ErrCorrupt)
 	}
@@ -339,14 +350,14 @@ func (e *Engine) stage(b *pebbledb.Batch, id string, rec storage.Record, cur sto
 	if err != nil {
 		return false, cur, err
 	}
-	if err := b.Set(metaKey(id), mv, nil); err != nil {
+	if err := b.Set(e.lay.metaKey(id), mv, nil); err != nil {
 		return false, cur, err
 	}
 	switch {
 	case !in.Tombstone:
-		err = b.Set(dataKey(id), rec.Data, nil)
+		err = b.Set(e.lay.dataKey(id), rec.Data, nil)
 	case cur.found && (cur.bad != nil || !cur.meta.Tombstone):
-		err = b.Delete(dataKey(id), nil)
+		err = b.Delete(e.lay.dataKey(id), nil)
 	}
 	if err != nil {
 		return false, cur, err
@@ -547,7 +558,7 @@ func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, err
 	}
 	b := e.db.NewBatch()
 	defer b.Close()
-	if err := b.Set(metaKey(id), mv, nil); err != nil {
+	if err := b.Set(e.lay.metaKey(id), mv, nil); err != nil {
 		return false, err
 	}
 	if err := e.commitUnsynced(b); err != nil {
@@ -580,11 +591,11 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 	}
 	b := e.db.NewBatch()
 	defer b.Close()
-	if err := b.Delete(metaKey(id), nil); err != nil {
+	if err := b.Delete(e.lay.metaKey(id), nil); err != nil {
 		return false, err
 	}
 	if !cur.meta.Tombstone {
-		if err := b.Delete(dataKey(id), nil); err != nil {
+		if err := b.Delete(e.lay.dataKey(id), nil); err != nil {
 			return false, err
 		}
 	}
@@ -595,19 +606,44 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 	return true, nil
 }
 
-// Scan calls fn with the metadata of each record in ascending id order,
-// starting after `after`. It reads only the m/ family. fn runs with no
-// lock or iterator held and may call the engine. Values that do not
-// decode are logged and skipped, so one bad record cannot halt migration
-// or anti-entropy (which then re-send it, and Apply replaces it). A block
-// of the m/ family that fails pebble's checksum cannot be skipped: the
-// scan stops with an error wrapping storage.ErrCorrupt.
+// Scan calls fn with the metadata of each record in key order (see
+// storage.Engine), starting after `after`. It reads only the meta family.
+// fn runs with no lock or iterator held and may call the engine. Values
+// that do not decode are logged and skipped, so one bad record cannot
+// halt migration or anti-entropy (which then re-send it, and Apply
+// replaces it). A block of the meta family that fails pebble's checksum
+// cannot be skipped: the scan stops with an error wrapping
+// storage.ErrCorrupt.
 func (e *Engine) Scan(after string, fn func(id string, m storage.Meta) bool) error {
-	lower := []byte(metaPrefix)
+	lower := []byte(e.lay.meta)
 	if after != "" {
-		// The least key greater than m/<after>.
-		lower = append(metaKey(after), 0)
+		// The least key greater than after's.
+		lower = append(e.lay.metaKey(after), 0)
 	}
+	return e.scan(lower, familyEnd(e.lay.meta), fn)
+}
+
+// ScanRange calls fn for the records in arc r, reading only its keys (the
+// position layout); as Scan otherwise.
+func (e *Engine) ScanRange(r ring.Range, fn func(id string, m storage.Meta) bool) error {
+	if !e.lay.byPosition {
+		return storage.ErrUnordered
+	}
+	stopped := false
+	for _, b := range e.lay.arcBounds(r) {
+		err := e.scan(b[0], b[1], func(id string, m storage.Meta) bool {
+			stopped = !fn(id, m)
+			return !stopped
+		})
+		if err != nil || stopped {
+			return err
+		}
+	}
+	return nil
+}
+
+// scan calls fn for the meta keys in [lower, upper), a chunk at a time.
+func (e *Engine) scan(lower, upper []byte, fn func(id string, m storage.Meta) bool) error {
 	type entry struct {
 		id string
 		m  storage.Meta
@@ -615,7 +651,7 @@ func (e *Engine) Scan(after string, fn func(id string, m storage.Meta) bool) err
 	buf := make([]entry, 0, scanChunk)
 	for {
 		buf = buf[:0]
-		more, err := e.scanChunk(lower, func(id string, m storage.Meta) {
+		more, err := e.scanChunk(lower, upper, func(id string, m storage.Meta) {
 			buf = append(buf, entry{id, m})
 		})
 		if err != nil {
@@ -629,25 +665,25 @@ func (e *Engine) Scan(after string, fn func(id string, m storage.Meta) bool) err
 		if !more {
 			return nil
 		}
-		lower = append(metaKey(buf[len(buf)-1].id), 0)
+		lower = append(e.lay.metaKey(buf[len(buf)-1].id), 0)
 	}
 }
 
 // scanChunk reads up to scanChunk decodable entries from lower on, and
 // reports whether the family may hold more.
-func (e *Engine) scanChunk(lower []byte, add func(id string, m storage.Meta)) (bool, error) {
+func (e *Engine) scanChunk(lower, upper []byte, add func(id string, m storage.Meta)) (bool, error) {
 	if err := e.acquire(); err != nil {
 		return false, err
 	}
 	defer e.release()
-	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: lower, UpperBound: metaUpper})
+	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return false, fmt.Errorf("pebble: scan: %w", e.faults.classify(err))
 	}
 	n := 0
 	ok := it.First()
 	for ; ok && n < scanChunk; ok = it.Next() {
-		id := string(it.Key()[len(metaPrefix):])
+		id := e.lay.idOf(it.Key())
 		m, err := decodeMeta(it.Value())
 		if err != nil {
 			e.logf("pebble: scan: skipping block %q: %v", id, err)

@@ -16,9 +16,13 @@ import (
 
 func open(t testing.TB, dir string) *pebble.Engine {
 	t.Helper()
-	e, err := pebble.Open(dir, pebble.Options{Logf: func(format string, args ...any) {
-		t.Logf(format, args...)
-	}})
+	return openWith(t, dir, pebble.Options{})
+}
+
+func openWith(t testing.TB, dir string, o pebble.Options) *pebble.Engine {
+	t.Helper()
+	o.Logf = func(format string, args ...any) { t.Logf(format, args...) }
+	e, err := pebble.Open(dir, o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -26,7 +30,12 @@ func open(t testing.TB, dir string) *pebble.Engine {
 }
 
 func TestConformance(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T) storage.Engine { return open(t, t.TempDir()) })
+	t.Run("position", func(t *testing.T) {
+		storagetest.Run(t, storagetest.PositionOrder, func(t *testing.T) storage.Engine { return openWith(t, t.TempDir(), pebble.Options{ByPosition: true}) })
+	})
+	t.Run("id", func(t *testing.T) {
+		storagetest.Run(t, storagetest.IDOrder, func(t *testing.T) storage.Engine { return open(t, t.TempDir()) })
+	})
 }
 
 func rec(ts uint64, node string) storage.Record {

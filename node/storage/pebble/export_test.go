@@ -13,7 +13,7 @@ import (
 
 // CorruptForTest flips a bit in the stored payload of id.
 func (e *Engine) CorruptForTest(id string) error {
-	v, closer, err := e.db.Get(dataKey(id))
+	v, closer, err := e.db.Get(e.lay.dataKey(id))
 	if err != nil {
 		return err
 	}
@@ -23,7 +23,7 @@ func (e *Engine) CorruptForTest(id string) error {
 		return errors.New("empty payload")
 	}
 	v[len(v)/2] ^= 0x10
-	return e.db.Set(dataKey(id), v, pebbledb.Sync)
+	return e.db.Set(e.lay.dataKey(id), v, pebbledb.Sync)
 }
 
 // SetRawForTest writes value under the raw key.
@@ -58,3 +58,17 @@ func (e *Engine) WedgedForTest() bool {
 	defer e.gate.mu.Unlock()
 	return e.gate.wedged
 }
+
+// ConvertSomeForTest moves one batch of an id-layout store to the
+// position layout, as an Open interrupted after one batch would have.
+func ConvertSomeForTest(dir string) (int, error) {
+	db, err := pebbledb.Open(dir, &pebbledb.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	return convertSome(db)
+}
+
+// ConvertBatch is convertBatch.
+const ConvertBatch = convertBatch

@@ -60,6 +60,11 @@ type Options struct {
 	// write fails. How a node starts on a disk too full to open a store
 	// for writing (replaying the WAL writes a table).
 	ReadOnly bool
+	// ByPosition keeps records in ring-position order (the data store),
+	// so ScanRange reads only the arc it is asked for; without it records
+	// are in id order (the hints store, keyed by target node). An older
+	// store in id order is converted when opened with ByPosition.
+	ByPosition bool
 
 	// fs replaces the real filesystem in fault-injection tests.
 	fs vfs.FS

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -14,16 +15,54 @@ import (
 	"time"
 
 	"github.com/goblocks/goblocks/node/hlc"
+	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 )
 
 // BlockSize is the payload size the suite writes, the store's default.
 const BlockSize = 4096
 
+// Order is the key order an engine's Scan follows.
+type Order int
+
+const (
+	// IDOrder: ascending id.
+	IDOrder Order = iota
+	// PositionOrder: ascending ring position, then id.
+	PositionOrder
+)
+
+// before reports whether id a comes before id b in order o.
+func (o Order) before(a, b string) bool {
+	if o == PositionOrder {
+		if pa, pb := ring.Position(a), ring.Position(b); pa != pb {
+			return pa < pb
+		}
+	}
+	return a < b
+}
+
+// sorted returns ids sorted in order o.
+func (o Order) sorted(ids []string) []string {
+	out := slices.Clone(ids)
+	slices.SortFunc(out, func(a, b string) int {
+		switch {
+		case o.before(a, b):
+			return -1
+		case o.before(b, a):
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
 // Run runs the conformance suite. open must return a new, empty engine
 // for each call; the suite closes it (a second Close returning
-// storage.ErrClosed is expected and ignored). Subtests run in parallel.
-func Run(t *testing.T, open func(t *testing.T) storage.Engine) {
+// storage.ErrClosed is expected and ignored). order is the engine's Scan
+// order; an IDOrder engine may refuse ScanRange with ErrUnordered.
+// Subtests run in parallel.
+func Run(t *testing.T, order Order, open func(t *testing.T) storage.Engine) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, e storage.Engine)
@@ -37,7 +76,8 @@ func Run(t *testing.T, open func(t *testing.T) storage.Engine) {
 		{"ZeroVersionRefused", testZeroVersionRefused},
 		{"MarkStale", testMarkStale},
 		{"Remove", testRemove},
-		{"Scan", testScan},
+		{"Scan", func(t *testing.T, e storage.Engine) { testScan(t, e, order) }},
+		{"ScanRange", func(t *testing.T, e storage.Engine) { testScanRange(t, e, order) }},
 		{"ScanCallbackUsesEngine", testScanCallbackUsesEngine},
 		{"ApplyBatch", testApplyBatch},
 		{"Count", testCount},
@@ -405,7 +445,7 @@ func scanAll(t *testing.T, e storage.Engine, after string) ([]string, map[string
 	return ids, metas
 }
 
-func testScan(t *testing.T, e storage.Engine) {
+func testScan(t *testing.T, e storage.Engine, order Order) {
 	// More ids than one read chunk of a chunking engine, applied in a
 	// random order in batches.
 	const n = 1100
@@ -435,6 +475,7 @@ func testScan(t *testing.T, e storage.Engine) {
 		}
 	}
 
+	ids = order.sorted(ids)
 	got, metas := scanAll(t, e, "")
 	if !slices.Equal(got, ids) {
 		t.Fatalf("Scan returned %d ids, want %d in order", len(got), len(ids))
@@ -443,20 +484,23 @@ func testScan(t *testing.T, e storage.Engine) {
 		CheckMeta(t, m, want[id])
 	}
 
-	// Resumption: strictly after an existing id, and after one between ids.
+	// Resumption: strictly after an existing id, and after ids that are
+	// not stored.
 	for _, k := range []int{0, 511, 512, 513, 1000, n - 1} {
 		got, _ := scanAll(t, e, ids[k])
 		if !slices.Equal(got, ids[k+1:]) {
 			t.Fatalf("Scan after %q: %d ids, want %d", ids[k], len(got), n-k-1)
 		}
 	}
-	got, _ = scanAll(t, e, "blk-00499x")
-	if !slices.Equal(got, ids[500:]) {
-		t.Fatalf("Scan after a missing id: %d ids, want %d", len(got), n-500)
-	}
-	got, _ = scanAll(t, e, "zzz")
-	if len(got) != 0 {
-		t.Fatalf("Scan past the end returned %d ids", len(got))
+	for _, missing := range []string{"blk-00499x", "zzz", "0"} {
+		i := slices.IndexFunc(ids, func(id string) bool { return order.before(missing, id) })
+		if i < 0 {
+			i = len(ids)
+		}
+		got, _ = scanAll(t, e, missing)
+		if !slices.Equal(got, ids[i:]) {
+			t.Fatalf("Scan after the missing id %q: %d ids, want %d", missing, len(got), n-i)
+		}
 	}
 
 	// Early stop: fn returning false ends the scan at once.
@@ -475,6 +519,81 @@ func testScan(t *testing.T, e storage.Engine) {
 		t.Fatalf("Scan after stop across a chunk: %d calls, want 600", calls)
 	}
 	wantCount(t, e, n-n/10)
+}
+
+// testScanRange: ScanRange returns exactly the records whose position is
+// in the arc, clockwise from its start, across the wrap, and stops when
+// told to.
+func testScanRange(t *testing.T, e storage.Engine, order Order) {
+	const n = 1100
+	ids := make([]string, n)
+	items := make([]storage.Item, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("arc-%05d", i)
+		items[i] = storage.Item{ID: ids[i], Record: rec(V(uint64(i+1), "n"))}
+	}
+	for chunk := range slices.Chunk(items, 300) {
+		if _, err := e.ApplyBatch(chunk); err != nil {
+			t.Fatalf("ApplyBatch: %v", err)
+		}
+	}
+	err := e.ScanRange(ring.Range{}, func(string, storage.Meta) bool { return true })
+	if order == IDOrder && errors.Is(err, storage.ErrUnordered) {
+		return // an id-ordered engine may not support arcs
+	}
+	if err != nil {
+		t.Fatalf("ScanRange: %v", err)
+	}
+	byPos := PositionOrder.sorted(ids)
+	pos := func(i int) uint64 { return ring.Position(byPos[i]) }
+	// want lists the ids in r clockwise from r.Start.
+	want := func(r ring.Range) []string {
+		var in []string
+		for _, id := range byPos {
+			if r.Contains(ring.Position(id)) {
+				in = append(in, id)
+			}
+		}
+		if r.Start > r.End || r.Start == r.End {
+			// Clockwise from Start: the part after Start comes first.
+			k := slices.IndexFunc(in, func(id string) bool { return ring.Position(id) > r.Start })
+			if k > 0 {
+				in = append(in[k:], in[:k]...)
+			}
+		}
+		return in
+	}
+	for _, r := range []ring.Range{
+		{},                                  // the whole ring
+		{Start: pos(500), End: pos(500)},    // the whole ring, from an occupied position
+		{Start: pos(100), End: pos(400)},    // an ordinary arc, both ends occupied
+		{Start: pos(100) - 1, End: pos(99)}, // from just before an occupied position: includes it
+		{Start: pos(900), End: pos(50)},     // wrapping
+		{Start: math.MaxUint64, End: pos(10)},
+		{Start: pos(1000), End: math.MaxUint64},
+		{Start: pos(5), End: pos(5) + 1}, // empty of records
+	} {
+		var got []string
+		if err := e.ScanRange(r, func(id string, m storage.Meta) bool {
+			got = append(got, id)
+			return true
+		}); err != nil {
+			t.Fatalf("ScanRange(%v): %v", r, err)
+		}
+		if w := want(r); !slices.Equal(got, w) {
+			t.Errorf("ScanRange(%v): %d ids, want %d in clockwise order", r, len(got), len(w))
+		}
+	}
+	// Early stop, across the wrap and across a chunk.
+	for _, stopAt := range []int{3, 600} {
+		calls := 0
+		if err := e.ScanRange(ring.Range{Start: pos(800), End: pos(700)}, func(string, storage.Meta) bool {
+			calls++
+			return calls < stopAt
+		}); err != nil || calls != stopAt {
+			t.Fatalf("ScanRange stopping at %d: %d calls, %v", stopAt, calls, err)
+		}
+	}
 }
 
 func testScanCallbackUsesEngine(t *testing.T, e storage.Engine) {
