@@ -13,7 +13,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build install deps test test-race lint bench bench-cluster bench-memory bench-join jepsen run fuzz clean
+.PHONY: all build install deps test test-race lint bench bench-cluster bench-memory bench-join bench-rebalance jepsen run fuzz clean
 
 all: build
 
@@ -65,6 +65,13 @@ bench-cluster: build
 bench-join: deps
 	$(GO) test -run XXX -bench 'BenchmarkJoinTransfer' -benchtime 3x ./node/app/
 	$(GO) test -run XXX -bench 'BenchmarkReconcileMarksStale' -benchtime 3x ./node/migration/
+
+# A rebalance at scale with real node processes and ZooKeeper: 3 nodes
+# preloaded with REBALANCE_BLOCKS blocks, a 4th joins, then one leaves,
+# under a steady client load (internal/rebalancebench).
+REBALANCE_BLOCKS ?= 1000000
+bench-rebalance: deps build
+	$(GO) test -run XXX -bench BenchmarkRebalance -benchtime 1x -timeout 90m ./internal/rebalancebench/ -args -blocks $(REBALANCE_BLOCKS) -bin $(CURDIR)/$(BIN)
 
 # Resident memory of each node of a loaded 3-node cluster.
 bench-memory: build

@@ -89,6 +89,10 @@ type GCStats struct {
 	Collected        int64 `json:"collected"`
 	TombstonesPurged int64 `json:"tombstones_purged"`
 	Stale            int64 `json:"stale"` // stale copies left after the pass
+	// Pass is why it ran: periodic (reads every record), swap or expiry
+	// (read only the arcs a ring change moved); Seconds how long it took.
+	Pass    string  `json:"pass,omitempty"`
+	Seconds float64 `json:"seconds"`
 }
 
 // RingStatus is GET /admin/ring: the ring a node routes by, and the target

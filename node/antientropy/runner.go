@@ -183,6 +183,8 @@ func (r *Runner) Round(ctx context.Context, peer ring.Member) (st RoundStats, er
 	}
 	s := Scope{Ring: rg, RF: rf, Self: r.o.Self, Peer: peer.Name}
 	ringID := RingID(rg, rf)
+	start := time.Now()
+	defer func() { r.o.Metrics.RoundSeconds.Observe(time.Since(start).Seconds()) }()
 	local, err := Digest(r.o.Engine.ScanRange, s)
 	if err != nil {
 		return st, fmt.Errorf("antientropy: digest: %w", err)
@@ -328,6 +330,7 @@ func count(applied []bool) int {
 // Metrics of anti-entropy.
 type Metrics struct {
 	Rounds            *prometheus.CounterVec
+	RoundSeconds      prometheus.Histogram
 	BucketsMismatched prometheus.Counter
 	BlocksRepaired    prometheus.Counter
 }
@@ -339,6 +342,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "blocks_antientropy_rounds_total",
 			Help: "Anti-entropy rounds by result (in_sync, repaired, skipped, error).",
 		}, []string{"result"}),
+		RoundSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "blocks_antientropy_round_seconds",
+			Help:    "Duration of anti-entropy rounds that compared digests (not skipped).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}),
 		BucketsMismatched: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "blocks_antientropy_buckets_mismatched_total",
 			Help: "Digest buckets that differed between this node and a peer.",
@@ -352,7 +360,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Rounds.WithLabelValues(res)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Rounds, m.BucketsMismatched, m.BlocksRepaired)
+		reg.MustRegister(m.Rounds, m.RoundSeconds, m.BucketsMismatched, m.BlocksRepaired)
 	}
 	return m
 }

@@ -308,6 +308,9 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 		d.view = v
 		d.local.ViewRound = a.Barrier.ID
 		d.roundID, d.roundStart, d.progress = a.Barrier.ID, time.Now(), &Progress{}
+		// What this round receives: transfers start only once every
+		// participant is in the dual view, so no batch of it came before.
+		d.recvBlocks, d.recvBytes = 0, 0
 		d.mu.Unlock()
 		log.Info().Str("round", a.Barrier.ID).Msg("Migration started: writing to old and new owners")
 		return nil
@@ -455,7 +458,10 @@ func (d *Driver) gcLoop(ctx context.Context) {
 			continue
 		}
 		arcs := scope.arcs(kind, v)
-		st, next, staleBefore, err := reconcile(d.o.Engine, v, d.o.Self.Name, time.Now(), d.o.StaleGrace, d.o.TombstoneGrace, arcs)
+		start := time.Now()
+		st, next, staleBefore, err := reconcile(d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs)
+		st.Pass, st.Seconds = kind.String(), time.Since(start).Seconds()
+		d.o.Metrics.GCSeconds.WithLabelValues(st.Pass).Observe(st.Seconds)
 		scope.done(kind, v, arcs, st.Stale, err)
 		if arcs != nil {
 			// The store's total: what the arcs held before, replaced by

@@ -102,6 +102,10 @@ const (
 	expiryPass                 // a stale copy reached the grace period
 )
 
+func (p gcPass) String() string {
+	return [...]string{"periodic", "swap", "expiry"}[p]
+}
+
 // gcScope decides which records each pass reads. The periodic pass reads
 // every record (tombstones expire anywhere). A swap pass reads only the
 // arcs where this node's ownership changed since the view of the last

@@ -22,6 +22,7 @@ type Metrics struct {
 	Collected          prometheus.Counter
 	TombstonesPurged   prometheus.Counter
 	GCRuns             prometheus.Counter
+	GCSeconds          *prometheus.HistogramVec
 	SessionConnected   prometheus.Gauge
 	SessionTransitions prometheus.Counter
 }
@@ -58,17 +59,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Collected:          c("blocks_gc_collected_total", "Stale copies removed after the grace period."),
 		TombstonesPurged:   c("blocks_gc_tombstones_purged_total", "Tombstones removed after the tombstone grace period."),
 		GCRuns:             c("blocks_gc_runs_total", "Garbage-collection passes."),
+		GCSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "blocks_gc_pass_seconds", Help: "Duration of garbage-collection passes, by pass (periodic: every record; swap and expiry: the arcs a ring change moved).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"pass"}),
 		SessionConnected:   g("blocks_zookeeper_session_connected", "1 while the node has a ZooKeeper session."),
 		SessionTransitions: c("blocks_zookeeper_session_transitions_total", "ZooKeeper session state changes."),
 	}
 	// Pre-create the outcomes so the first round shows in rate().
 	m.Rounds.WithLabelValues("committed")
 	m.Rounds.WithLabelValues("aborted")
+	for _, p := range []gcPass{periodicPass, swapPass, expiryPass} {
+		m.GCSeconds.WithLabelValues(p.String())
+	}
 	if reg != nil {
 		reg.MustRegister(m.Migrating, m.Pending, m.Participants, m.ParticipantsReady, m.TransferPlanned,
 			m.SentBlocks, m.SentBytes, m.ReceivedBlocks, m.ReceivedBytes, m.Rounds, m.RoundDuration,
 			m.RingEpoch, m.RingMembers, m.RingOwnedShare, m.StaleBlocks, m.Collected, m.TombstonesPurged,
-			m.GCRuns, m.SessionConnected, m.SessionTransitions)
+			m.GCRuns, m.GCSeconds, m.SessionConnected, m.SessionTransitions)
 	}
 	return m
 }
