@@ -53,6 +53,7 @@ var (
 	loadConc   = flag.Int("load", 4, "concurrent clients of the steady load (closed loop, 50% reads)")
 	preloadC   = flag.Int("preload", 64, "concurrent writers of the preload")
 	settleWait = flag.Duration("settle", 15*time.Second, "steady load measured before each change")
+	profileDir = flag.String("profile", "", "if set, write CPU profiles of n4 and n1 during the first seconds of the join here")
 )
 
 const blockSize = 4096
@@ -90,7 +91,7 @@ func (l *lab) start(name string) *proc {
 	cmd := exec.Command(l.bin, "-port", strconv.Itoa(port))
 	cmd.Env = append(os.Environ(),
 		"ZKAddress="+l.zkAddr, "ZKAuth="+l.zkAuth, "ReplicaName="+name, "ReplicaAddress=127.0.0.1",
-		"DataDir="+filepath.Join(l.dir, name), "LogLevel=warn",
+		"DataDir="+filepath.Join(l.dir, name), "LogLevel=info",
 		// Collected copies leave within the run; anti-entropy runs often
 		// enough to be timed after the changes.
 		"StaleGracePeriod=20s", "AntiEntropyInterval=20s", "LeaveTimeout=10m")
@@ -223,6 +224,33 @@ func (l *lab) waitSwapPasses(names []string, before map[string]uint64) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+// profile saves a CPU profile of node p (its /admin/pprof/profile) once
+// p answers, covering the next d.
+func (l *lab) profile(p *proc, d time.Duration) {
+	for range 100 {
+		resp, err := l.http.Get(p.url + "/health")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c := &http.Client{Timeout: d + 10*time.Second}
+	resp, err := c.Get(fmt.Sprintf("%s/admin/pprof/profile?seconds=%d", p.url, int(d.Seconds())))
+	if err != nil {
+		l.b.Logf("profile of %s: %v", p.name, err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(*profileDir, p.name+".cpu"))
+	if err != nil {
+		l.b.Logf("profile of %s: %v", p.name, err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
 }
 
 // rss samples each live node's resident memory every 500 ms into rssMax.
@@ -416,7 +444,7 @@ func runRebalance(b *testing.B) {
 		b.Fatalf("preload: %d writes failed", failed.Load())
 	}
 	preload := time.Since(start)
-	b.Logf("preload: %d blocks in %.0f s (%.0f writes/s); RSS %s", *blocks, preload.Seconds(), float64(*blocks)/preload.Seconds(), l.rssLine())
+	fmt.Printf("  preload: %d blocks in %.0f s (%.0f writes/s); RSS %s\n", *blocks, preload.Seconds(), float64(*blocks)/preload.Seconds(), l.rssLine())
 
 	body := make([]byte, blockSize)
 	_, _ = rand.Read(body)
@@ -429,6 +457,10 @@ func runRebalance(b *testing.B) {
 	old := []string{"n1", "n2", "n3"}
 	swaps := l.swapPasses(old)
 	n4 := l.start("n4")
+	if *profileDir != "" {
+		go l.profile(n4, 8*time.Second)
+		go l.profile(l.nodes["n1"], 8*time.Second)
+	}
 	joinTook := l.waitStable([]string{"n1", "n2", "n3", "n4"}, 30*time.Minute)
 	l.waitSwapPasses(old, swaps)
 	during := ld.phase(joinTook)
@@ -528,8 +560,29 @@ func runRebalance(b *testing.B) {
 		}
 	}
 	report = append(report, fmt.Sprintf("read back %d sampled blocks after both changes: %d lost", min(*blocks, 20000), lost))
+	// Each sender's own account of its transfers (seconds and MB/s of the
+	// streaming alone, without the round's coordination).
+	for _, n := range []string{"n1", "n2", "n3", "n4"} {
+		data, _ := os.ReadFile(filepath.Join(l.dir, n+".log"))
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "Migration transfer finished") {
+				var e struct {
+					Blocks  int64   `json:"blocks"`
+					MB      float64 `json:"mb"`
+					Seconds float64 `json:"seconds"`
+				}
+				if os.Getenv("RB_RAW") != "" {
+					fmt.Println(line)
+				}
+				if json.Unmarshal([]byte(line), &e) == nil && e.Blocks > 0 {
+					report = append(report, fmt.Sprintf("%s sent %d blocks (%.0f MB) in %.2f s: %.0f MB/s", n, e.Blocks, e.MB, e.Seconds, e.MB/e.Seconds))
+				}
+			}
+		}
+	}
+	// Printed, not logged: the testing package truncates a benchmark's log.
 	for _, line := range report {
-		b.Log(line)
+		fmt.Println("  " + line)
 	}
 	if lost > 0 || ld.errors() > 0 {
 		b.Fatalf("%d blocks lost, %d client errors", lost, ld.errors())

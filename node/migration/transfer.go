@@ -41,15 +41,19 @@ type Progress struct {
 // old ring's preference order) that takes part in the round; the other old
 // owners stand by (if the sender dies the round aborts and the next one
 // designates another). A quorum-acknowledged write may have missed the
-// sender, so before sending a batch the sender asks every other live old
-// owner for the version it holds, and sends the newest record there is.
-// Transfers start only once every participant routes writes to old and new
-// owners (and drained its old-view writes), so a write acknowledged after
-// that question reaches the new owner directly.
+// sender, so before sending a batch the sender asks other live old owners
+// for the version they hold, and sends the newest record there is. A
+// write acknowledged by a quorum W of the N old owners is held by one of
+// any N-W+1 of them: with its own copy the sender asks N-W others (one at
+// RF 3, none at RF 2); for a block whose own copy is missing or corrupt it
+// asks every other. Transfers start only once every participant routes
+// writes to old and new owners (and drained its old-view writes), so a
+// write acknowledged after that question reaches the new owner directly.
 type sendPlan struct {
 	moves  []ring.Move // in ring order (ascending Range.End)
 	dests  [][]ring.Member
 	others [][]ring.Member // live old owners other than this node, per move
+	need   []int           // how many of others to ask when this node's copy is good
 }
 
 func newSendPlan(old, target *ring.Ring, rf int, self string, participants []string) sendPlan {
@@ -74,6 +78,8 @@ func newSendPlan(old, target *ring.Ring, rf int, self string, participants []str
 		p.moves = append(p.moves, mv)
 		p.dests = append(p.dests, to)
 		p.others = append(p.others, others)
+		// N old owners, a write quorum of N/2+1 (replication.Quorum).
+		p.need = append(p.need, len(mv.From)-(len(mv.From)/2+1))
 	}
 	return p
 }
@@ -97,14 +103,34 @@ func (p sendPlan) lookup(id string) int {
 	return -1
 }
 
-// consult returns the other live old owners of id, whose versions the
-// sender checks before sending it.
-func (p sendPlan) consult(id string) []ring.Member {
-	if i := p.lookup(id); i >= 0 {
-		return p.others[i]
+// consult returns the other live old owners of id whose versions the
+// sender checks before sending it: enough to meet every write quorum when
+// this node's copy is good (haveOwn), else all of them.
+func (p sendPlan) consult(id string, haveOwn bool) []ring.Member {
+	i := p.lookup(id)
+	switch {
+	case i < 0:
+		return nil
+	case haveOwn:
+		return p.others[i][:min(p.need[i], len(p.others[i]))]
 	}
-	return nil
+	return p.others[i]
 }
+
+// candidate is a block to hand over as the scan read it: this node's
+// record, unless its copy is corrupt (have false).
+type candidate struct {
+	id   string
+	rec  storage.Record
+	have bool
+}
+
+// streamsPerDest is how many batches to one new owner are in flight at
+// once. A batch is a read here, a version check at the other old owners,
+// the send and a synced write there; with one at a time each step waits
+// for the one before and the nodes sit mostly idle (profiled at ~25 % CPU
+// during a join). Batches are independent (idempotent by version).
+var streamsPerDest = 4
 
 // transfer scans the local engine and streams every block this node must
 // hand over for the move from old to target, in batches per destination,
@@ -116,8 +142,8 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 	defer cancel()
 	type dest struct {
 		addr  string
-		ids   []string
-		queue chan []string
+		batch []candidate
+		queue chan []candidate
 	}
 	plan := newSendPlan(old, target, rf, self, participants)
 	dests := map[string]*dest{}
@@ -132,44 +158,53 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 		if d := dests[m.Name]; d != nil {
 			return d
 		}
-		d := &dest{addr: m.Addr, queue: make(chan []string, 2)}
+		d := &dest{addr: m.Addr, queue: make(chan []candidate, streamsPerDest)}
 		dests[m.Name] = d
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ids := range d.queue {
-				if err := sendBatch(ctx, eng, send, d.addr, ids, plan.consult, limiter, p); err != nil {
-					fail(fmt.Errorf("send to %s: %w", d.addr, err))
-					for range d.queue { // drain so the scanner never blocks
+		for range streamsPerDest {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for batch := range d.queue {
+					if err := sendBatch(ctx, send, d.addr, batch, plan.consult, limiter, p); err != nil {
+						fail(fmt.Errorf("send to %s: %w", d.addr, err))
+						for range d.queue { // drain so the scanner never blocks
+						}
+						return
 					}
-					return
 				}
-			}
-		}()
+			}()
+		}
 		return d
 	}
 	flush := func(d *dest) bool {
-		if len(d.ids) == 0 {
+		if len(d.batch) == 0 {
 			return true
 		}
 		select {
-		case d.queue <- d.ids:
-			d.ids = nil
+		case d.queue <- d.batch:
+			d.batch = nil
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
-	// Only the arcs this node sends: the engine keeps blocks in ring
-	// order, so the round reads what moves, not everything stored.
+	// Only the arcs this node sends, records and all: the engine keeps
+	// blocks in ring order, so the round reads what moves, in sequence,
+	// not everything stored.
 	var scanErr error
 	for i, mv := range plan.moves {
-		scanErr = eng.ScanRange(mv.Range, func(id string, _ storage.Meta) bool {
+		scanErr = eng.ScanRecords(mv.Range, func(id string, rec storage.Record, err error) bool {
+			c := candidate{id: id, rec: rec, have: err == nil}
+			if err != nil && !errors.Is(err, storage.ErrCorrupt) {
+				scanErr = err
+				return false
+			}
+			// Never hand over a corrupt copy: another old owner's serves.
 			for _, m := range plan.dests[i] {
 				d := destFor(m)
-				d.ids = append(d.ids, id)
+				d.batch = append(d.batch, c)
 				p.PlannedBlocks.Add(1)
-				if len(d.ids) == wire.MaxBatch && !flush(d) {
+				if len(d.batch) == wire.MaxBatch && !flush(d) {
 					return false
 				}
 			}
@@ -193,12 +228,12 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 	return ctx.Err()
 }
 
-// sendBatch reads the records, replaces those another old owner holds
-// newer, and sends them, retrying with backoff until the peer accepts them
-// or ctx ends: a peer that stays down ends the round through its
-// participant record instead.
-func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string, ids []string,
-	consult func(id string) []ring.Member, lim *pace.Limiter, p *Progress) error {
+// sendBatch replaces the records another old owner holds newer and sends
+// them, retrying with backoff until the peer accepts them or ctx ends: a
+// peer that stays down ends the round through its participant record
+// instead.
+func sendBatch(ctx context.Context, send Sender, addr string, batch []candidate,
+	consult func(id string, haveOwn bool) []ring.Member, lim *pace.Limiter, p *Progress) error {
 	backoff := 50 * time.Millisecond
 	retry := func() error {
 		if err := pace.Sleep(ctx, backoff); err != nil {
@@ -210,7 +245,7 @@ func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string
 	var items []storage.Item
 	for {
 		var err error
-		if items, err = newestRecords(ctx, eng, send, ids, consult); err == nil {
+		if items, err = newestRecords(ctx, send, batch, consult); err == nil {
 			break
 		}
 		if !errors.Is(err, errPeer) {
@@ -246,30 +281,23 @@ func sendBatch(ctx context.Context, eng storage.Engine, send Sender, addr string
 // errPeer marks a failed call to another old owner: worth a retry.
 var errPeer = errors.New("migration: old owner unreachable")
 
-// newestRecords returns, for each id, the newest record among this node's
-// copy and the copies of the old owners consult names: this node's unless
-// another holds a newer version, which is then fetched from it.
-func newestRecords(ctx context.Context, eng storage.Engine, send Sender, ids []string, consult func(string) []ring.Member) ([]storage.Item, error) {
+// newestRecords returns, for each candidate, the newest record among this
+// node's copy and the copies of the old owners consult names: this node's
+// unless another holds a newer version, which is then fetched from it.
+func newestRecords(ctx context.Context, send Sender, batch []candidate, consult func(string, bool) []ring.Member) ([]storage.Item, error) {
 	type best struct {
 		rec  storage.Record
 		have bool
 		from *ring.Member // holder of a newer version, to fetch from
 	}
-	bests := make([]best, len(ids))
+	ids := make([]string, len(batch))
+	bests := make([]best, len(batch))
 	byOwner := map[string][]int{} // other old owner -> indexes of ids to ask it about
 	owners := map[string]ring.Member{}
-	for i, id := range ids {
-		rec, err := eng.Get(id)
-		switch {
-		case err == nil:
-			bests[i] = best{rec: rec, have: true}
-		case errors.Is(err, storage.ErrNotFound), errors.Is(err, storage.ErrCorrupt):
-			// Collected since the scan, or damaged: never hand over a
-			// corrupt copy; another old owner's may serve.
-		default:
-			return nil, err
-		}
-		for _, m := range consult(id) {
+	for i, c := range batch {
+		ids[i] = c.id
+		bests[i] = best{rec: c.rec, have: c.have}
+		for _, m := range consult(c.id, c.have) {
 			byOwner[m.Name] = append(byOwner[m.Name], i)
 			owners[m.Name] = m
 		}

@@ -110,12 +110,23 @@ func TestSendPlanSendsEachBlockOnce(t *testing.T) {
 						t.Fatalf("destination %s has address %q", m.Name, m.Addr)
 					}
 				}
-				var consulted []string
-				for _, m := range plans[self].consult(id) {
-					consulted = append(consulted, m.Name)
+				names := func(ms []ring.Member) []string {
+					var out []string
+					for _, m := range ms {
+						out = append(out, m.Name)
+					}
+					return out
 				}
-				if !slices.Equal(consulted, from[1:]) {
-					t.Fatalf("round %d: sender of %s consults %v, want the other live old owners %v", round, id, consulted, from[1:])
+				// Its own copy lost: every other live old owner. Its own
+				// copy good: enough others that with it they meet every
+				// write quorum of the N old owners (N-W of them).
+				if got := names(plans[self].consult(id, false)); !slices.Equal(got, from[1:]) {
+					t.Fatalf("round %d: sender of %s without its copy consults %v, want the other live old owners %v", round, id, got, from[1:])
+				}
+				n := len(old.Owners(id, rf))
+				need := min(n-(n/2+1), len(from)-1)
+				if got := names(plans[self].consult(id, true)); !slices.Equal(got, from[1:1+need]) {
+					t.Fatalf("round %d: sender of %s consults %v, want %v (N=%d)", round, id, got, from[1:1+need], n)
 				}
 			}
 			if !slices.Equal(got, want) {
@@ -205,8 +216,15 @@ func TestNewestRecords(t *testing.T) {
 	put(self, "older-b", 2)
 	f := &fakeOwners{engines: map[string]storage.Engine{"b:1": b, "c:1": c}, fail: map[string]bool{}, applied: map[string][]storage.Item{}}
 	others := []ring.Member{{Name: "b", Addr: "b:1"}, {Name: "c", Addr: "c:1"}}
-	ids := []string{"same", "missed", "only-c", "only-self", "older-b", "nowhere"}
-	items, err := newestRecords(t.Context(), self, f, ids, func(string) []ring.Member { return others })
+	var batch []candidate
+	for _, id := range []string{"same", "missed", "only-c", "only-self", "older-b", "nowhere"} {
+		r, err := self.Get(id)
+		batch = append(batch, candidate{id: id, rec: r, have: err == nil})
+	}
+	// Every other owner is asked here (a plan asks fewer when this node's
+	// copy is good: TestSendPlan).
+	consultAll := func(string, bool) []ring.Member { return others }
+	items, err := newestRecords(t.Context(), f, batch, consultAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +240,7 @@ func TestNewestRecords(t *testing.T) {
 	}
 	// An old owner that does not answer is retried, never skipped.
 	f.fail["c:1"] = true
-	if _, err := newestRecords(t.Context(), self, f, ids, func(string) []ring.Member { return others }); !errors.Is(err, errPeer) {
+	if _, err := newestRecords(t.Context(), f, batch, consultAll); !errors.Is(err, errPeer) {
 		t.Fatalf("with c unreachable: %v, want errPeer", err)
 	}
 }

@@ -50,6 +50,12 @@ type Engine interface {
 	// the data they hold, not the data stored); one kept in id order
 	// fails with ErrUnordered.
 	ScanRange(r ring.Range, fn func(id string, m Meta) bool) error
+	// ScanRecords is ScanRange with the whole records: a migration
+	// streams an arc without a point read per block. A record that fails
+	// its checksum is passed with err wrapping ErrCorrupt (and no payload),
+	// so the caller can get that block elsewhere; fn runs with no lock or
+	// iterator held.
+	ScanRecords(r ring.Range, fn func(id string, rec Record, err error) bool) error
 	// Count returns the number of non-tombstone records (owned or stale).
 	Count() int64
 	// Close releases the engine. Later calls return ErrClosed.

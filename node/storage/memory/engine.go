@@ -6,6 +6,7 @@ package memory
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"slices"
@@ -292,6 +293,17 @@ func (e *Engine) ScanRange(r ring.Range, fn func(id string, m storage.Meta) bool
 		}
 	}
 	return nil
+}
+
+// ScanRecords is ScanRange with a Get of each record.
+func (e *Engine) ScanRecords(r ring.Range, fn func(id string, rec storage.Record, err error) bool) error {
+	return e.ScanRange(r, func(id string, _ storage.Meta) bool {
+		rec, err := e.Get(id)
+		if errors.Is(err, storage.ErrNotFound) {
+			return true // removed since the listing
+		}
+		return fn(id, rec, err)
+	})
 }
 
 // Count returns the number of non-tombstone records.

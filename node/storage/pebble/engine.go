@@ -299,6 +299,12 @@ func (e *Engine) readPayload(id string, m storage.Meta) ([]byte, error) {
 		return nil, fmt.Errorf("pebble: read payload of %q: %w", id, e.faults.classify(err))
 	}
 	defer closer.Close()
+	return checkedCopy(id, v, m)
+}
+
+// checkedCopy returns a copy of payload v of id if it matches m's size
+// and checksum, else an error wrapping storage.ErrCorrupt.
+func checkedCopy(id string, v []byte, m storage.Meta) ([]byte, error) {
 	if len(v) != m.Size {
 		return nil, fmt.Errorf("pebble: block %q payload is %d bytes, metadata says %d: %w", id, len(v), m.Size, storage.ErrCorrupt)
 	}
@@ -754,4 +760,100 @@ func (e *Engine) WALSyncs() uint64 {
 		return 0
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+// recordChunk is how many records ScanRecords reads per snapshot (about
+// 1 MiB of payloads held at once).
+const recordChunk = 256
+
+// scannedRecord is one entry of a ScanRecords chunk.
+type scannedRecord struct {
+	id  string
+	rec storage.Record
+	err error
+}
+
+// ScanRecords calls fn with each record of arc r, payload included. Meta
+// and payload come from one snapshot (no stripe lock needed to pair
+// them), read with two iterators moving forward together: the payloads of
+// an arc are one run of keys, so there is no point read per block.
+func (e *Engine) ScanRecords(r ring.Range, fn func(id string, rec storage.Record, err error) bool) error {
+	if !e.lay.byPosition {
+		return storage.ErrUnordered
+	}
+	for _, b := range e.lay.arcBounds(r) {
+		lower := b[0]
+		for {
+			recs, more, err := e.recordChunk(lower, b[1])
+			if err != nil {
+				return err
+			}
+			for _, x := range recs {
+				if !fn(x.id, x.rec, x.err) {
+					return nil
+				}
+			}
+			if !more || len(recs) == 0 {
+				break
+			}
+			lower = append(e.lay.metaKey(recs[len(recs)-1].id), 0)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) recordChunk(lower, upper []byte) (out []scannedRecord, more bool, err error) {
+	if err := e.acquire(); err != nil {
+		return nil, false, err
+	}
+	defer e.release()
+	snap := e.db.NewSnapshot()
+	defer snap.Close()
+	mit, err := snap.NewIter(&pebbledb.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, false, fmt.Errorf("pebble: scan records: %w", e.faults.classify(err))
+	}
+	defer mit.Close()
+	dataBounds := &pebbledb.IterOptions{LowerBound: []byte(e.lay.data), UpperBound: familyEnd(e.lay.data)}
+	dit, err := snap.NewIter(dataBounds)
+	if err != nil {
+		return nil, false, fmt.Errorf("pebble: scan records: %w", e.faults.classify(err))
+	}
+	defer func() { dit.Close() }()
+	ok := mit.First()
+	for ; ok && len(out) < recordChunk; ok = mit.Next() {
+		id := e.lay.idOf(mit.Key())
+		m, err := decodeMeta(mit.Value())
+		if err != nil {
+			out = append(out, scannedRecord{id: id, err: fmt.Errorf("pebble: block %q metadata undecodable: %v: %w", id, err, storage.ErrCorrupt)})
+			continue
+		}
+		rec := storage.Record{Version: m.Version, Checksum: m.Checksum, Tombstone: m.Tombstone, StaleSince: m.StaleSince}
+		if !m.Tombstone {
+			rec.Data, err = e.payloadAt(dit, id, m)
+			if err != nil && dit.Error() != nil {
+				// A damaged table leaves the iterator unusable: a fresh
+				// one goes on past it.
+				dit.Close()
+				if dit, err = snap.NewIter(dataBounds); err != nil {
+					return nil, false, fmt.Errorf("pebble: scan records: %w", e.faults.classify(err))
+				}
+				err = fmt.Errorf("pebble: read payload of %q: %w", id, storage.ErrCorrupt)
+			}
+		}
+		out = append(out, scannedRecord{id: id, rec: rec, err: err})
+	}
+	if err := mit.Error(); err != nil {
+		return nil, false, fmt.Errorf("pebble: scan records: %w", e.faults.classify(err))
+	}
+	return out, ok, nil
+}
+
+// payloadAt moves dit to id's payload and returns a checked copy.
+func (e *Engine) payloadAt(dit *pebbledb.Iterator, id string, m storage.Meta) ([]byte, error) {
+	key := e.lay.dataKey(id)
+	if !dit.SeekGE(key) || !bytes.Equal(dit.Key(), key) {
+		return nil, fmt.Errorf("pebble: block %q has metadata but no payload: %w", id, storage.ErrCorrupt)
+	}
+	return checkedCopy(id, dit.Value(), m)
 }

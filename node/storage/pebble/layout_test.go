@@ -1,6 +1,7 @@
 package pebble_test
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -90,4 +91,39 @@ func mustGet(t *testing.T, e *pebble.Engine, id string) storage.Record {
 		t.Fatalf("Get(%s): %v", id, err)
 	}
 	return r
+}
+
+// TestScanRecordsReportsCorruptPayload: a payload that fails its checksum
+// is handed to the caller as ErrCorrupt (so a migration fetches that
+// block from another owner) and the scan goes on.
+func TestScanRecordsReportsCorruptPayload(t *testing.T) {
+	e := openWith(t, t.TempDir(), pebble.Options{ByPosition: true})
+	defer e.Close()
+	var items []storage.Item
+	for i := range 50 {
+		items = append(items, storage.Item{ID: fmt.Sprintf("c-%02d", i), Record: rec(uint64(i+1), "n1")})
+	}
+	if _, err := e.ApplyBatch(items); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.CorruptForTest("c-17"); err != nil {
+		t.Fatal(err)
+	}
+	good, bad := 0, []string{}
+	if err := e.ScanRecords(ring.Range{}, func(id string, r storage.Record, err error) bool {
+		switch {
+		case errors.Is(err, storage.ErrCorrupt):
+			bad = append(bad, id)
+		case err != nil:
+			t.Fatalf("%s: %v", id, err)
+		case len(r.Data) == 4096:
+			good++
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if good != 49 || !slices.Equal(bad, []string{"c-17"}) {
+		t.Fatalf("%d good records, corrupt %v; want 49 and [c-17]", good, bad)
+	}
 }

@@ -78,6 +78,7 @@ func Run(t *testing.T, order Order, open func(t *testing.T) storage.Engine) {
 		{"Remove", testRemove},
 		{"Scan", func(t *testing.T, e storage.Engine) { testScan(t, e, order) }},
 		{"ScanRange", func(t *testing.T, e storage.Engine) { testScanRange(t, e, order) }},
+		{"ScanRecords", func(t *testing.T, e storage.Engine) { testScanRecords(t, e, order) }},
 		{"ScanCallbackUsesEngine", testScanCallbackUsesEngine},
 		{"ApplyBatch", testApplyBatch},
 		{"Count", testCount},
@@ -593,6 +594,58 @@ func testScanRange(t *testing.T, e storage.Engine, order Order) {
 		}); err != nil || calls != stopAt {
 			t.Fatalf("ScanRange stopping at %d: %d calls, %v", stopAt, calls, err)
 		}
+	}
+}
+
+// testScanRecords: ScanRecords returns what ScanRange lists, in the same
+// order, each record as Get returns it (tombstones and stale copies
+// included), and stops when told to.
+func testScanRecords(t *testing.T, e storage.Engine, order Order) {
+	const n = 700 // more than one chunk of a chunking engine
+	since := time.Unix(1_700_000_000, 0).UTC()
+	var items []storage.Item
+	for i := range n {
+		r := rec(V(uint64(i+1), "n"))
+		switch i % 9 {
+		case 4:
+			r = storage.NewTombstone(V(uint64(i+1), "n"))
+		case 7:
+			r.StaleSince = since
+		}
+		items = append(items, storage.Item{ID: fmt.Sprintf("rec-%04d", i), Record: r})
+	}
+	if _, err := e.ApplyBatch(items); err != nil {
+		t.Fatal(err)
+	}
+	arc := ring.Range{Start: ring.Position("rec-0100"), End: ring.Position("rec-0050")}
+	var listed []string
+	err := e.ScanRange(arc, func(id string, _ storage.Meta) bool { listed = append(listed, id); return true })
+	if order == IDOrder && errors.Is(err, storage.ErrUnordered) {
+		if err := e.ScanRecords(arc, func(string, storage.Record, error) bool { return true }); !errors.Is(err, storage.ErrUnordered) {
+			t.Fatalf("ScanRecords on an id-ordered engine: %v, want ErrUnordered", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := e.ScanRecords(arc, func(id string, r storage.Record, err error) bool {
+		if err != nil {
+			t.Fatalf("ScanRecords %s: %v", id, err)
+		}
+		got = append(got, id)
+		CheckRecord(t, r, mustGet(t, e, id))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, listed) || len(got) < n/2 {
+		t.Fatalf("ScanRecords returned %d ids, ScanRange %d (of %d)", len(got), len(listed), n)
+	}
+	calls := 0
+	if err := e.ScanRecords(ring.Range{}, func(string, storage.Record, error) bool { calls++; return calls < 300 }); err != nil || calls != 300 {
+		t.Fatalf("ScanRecords stopping at 300: %d calls, %v", calls, err)
 	}
 }
 
