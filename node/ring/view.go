@@ -54,32 +54,8 @@ func OwnershipChanges(a, b View, self string) []Range {
 			bounds = append(bounds, r.tokens...)
 		}
 	}
-	if len(bounds) == 0 {
-		return nil
-	}
 	slices.Sort(bounds)
-	bounds = slices.Compact(bounds)
-	var out []Range
-	prev := bounds[len(bounds)-1]
-	for _, end := range bounds {
-		// Every position in (prev, end] has the same owners in all four
-		// rings as end itself.
-		if a.owns(self, end) != b.owns(self, end) {
-			if k := len(out) - 1; k >= 0 && out[k].End == prev {
-				out[k].End = end
-			} else {
-				out = append(out, Range{Start: prev, End: end})
-			}
-		}
-		prev = end
-	}
-	if k := len(out) - 1; k > 0 && out[k].End == out[0].Start {
-		out[0].Start = out[k].Start
-		out = out[:k]
-	}
-	// When every arc changed, out is the one Range{last, last}: the whole
-	// ring.
-	return out
+	return arcsWhere(slices.Compact(bounds), func(end uint64) bool { return a.owns(self, end) != b.owns(self, end) })
 }
 
 // SharedArcs returns the arcs of r where both a and b hold a replica
@@ -87,19 +63,33 @@ func OwnershipChanges(a, b View, self string) []Range {
 // Range with Start == End is the whole ring. Anti-entropy between a and b
 // compares the blocks of these arcs only.
 func SharedArcs(r *Ring, rf int, a, b string) []Range {
-	if r == nil || len(r.tokens) == 0 {
+	if r == nil {
 		return nil
 	}
-	var out []Range
-	prev := r.tokens[len(r.tokens)-1]
 	var buf [8]int32
-	for _, end := range r.tokens {
+	return arcsWhere(r.tokens, func(end uint64) bool {
 		hasA, hasB := false, false
 		for _, m := range r.walk(end, rf, buf[:0]) {
 			hasA = hasA || r.members[m].Name == a
 			hasB = hasB || r.members[m].Name == b
 		}
-		if hasA && hasB {
+		return hasA && hasB
+	})
+}
+
+// arcsWhere returns the arcs (prev, end] between consecutive sorted bounds
+// for which keep(end) holds, merged where adjacent (across the wrap too).
+// Every position of such an arc has the owners end has in each ring whose
+// tokens are among bounds, so keep decides for the whole arc. When every
+// arc is kept the result is one Range{last, last}: the whole ring.
+func arcsWhere(bounds []uint64, keep func(end uint64) bool) []Range {
+	if len(bounds) == 0 {
+		return nil
+	}
+	var out []Range
+	prev := bounds[len(bounds)-1]
+	for _, end := range bounds {
+		if keep(end) {
 			if k := len(out) - 1; k >= 0 && out[k].End == prev {
 				out[k].End = end
 			} else {

@@ -234,42 +234,27 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 // per call, acceptable for the engine's purpose), so fn runs with no lock
 // held and may call the engine.
 func (e *Engine) Scan(after string, fn func(id string, m storage.Meta) bool) error {
-	if err := e.check(); err != nil {
-		return err
-	}
-	type entry struct {
-		id string
-		m  storage.Meta
-	}
-	var all []entry
-	for i := range e.shards {
-		s := &e.shards[i]
-		s.mu.RLock()
-		for id, rec := range s.recs {
-			if after == "" || id > after {
-				all = append(all, entry{id, rec.Meta()})
-			}
-		}
-		s.mu.RUnlock()
-	}
-	slices.SortFunc(all, func(a, b entry) int { return strings.Compare(a.id, b.id) })
-	for _, en := range all {
-		if !fn(en.id, en.m) {
-			return nil
-		}
-	}
-	return nil
+	return e.scan(fn, func(id string) (uint64, bool) { return 0, after == "" || id > after })
 }
 
 // ScanRange calls fn for the records whose ring position lies in r,
 // clockwise from r.Start (then by id). The maps have no order, so it
 // reads every record; the contract is what the tests check.
 func (e *Engine) ScanRange(r ring.Range, fn func(id string, m storage.Meta) bool) error {
+	return e.scan(fn, func(id string) (uint64, bool) {
+		p := ring.Position(id)
+		return p - r.Start - 1, r.Contains(p) // clockwise distance from r.Start
+	})
+}
+
+// scan calls fn for the records keep accepts, in order of the key it
+// gives them, then of id.
+func (e *Engine) scan(fn func(id string, m storage.Meta) bool, keep func(id string) (uint64, bool)) error {
 	if err := e.check(); err != nil {
 		return err
 	}
 	type entry struct {
-		pos uint64 // clockwise distance from r.Start
+		key uint64
 		id  string
 		m   storage.Meta
 	}
@@ -278,14 +263,14 @@ func (e *Engine) ScanRange(r ring.Range, fn func(id string, m storage.Meta) bool
 		s := &e.shards[i]
 		s.mu.RLock()
 		for id, rec := range s.recs {
-			if p := ring.Position(id); r.Contains(p) {
-				all = append(all, entry{p - r.Start - 1, id, rec.Meta()})
+			if k, ok := keep(id); ok {
+				all = append(all, entry{k, id, rec.Meta()})
 			}
 		}
 		s.mu.RUnlock()
 	}
 	slices.SortFunc(all, func(a, b entry) int {
-		return cmp.Or(cmp.Compare(a.pos, b.pos), strings.Compare(a.id, b.id))
+		return cmp.Or(cmp.Compare(a.key, b.key), strings.Compare(a.id, b.id))
 	})
 	for _, en := range all {
 		if !fn(en.id, en.m) {
