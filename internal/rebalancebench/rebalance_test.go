@@ -210,9 +210,11 @@ func (l *lab) swapPasses(names []string) map[string]uint64 {
 }
 
 // waitSwapPasses waits until each node ran a swap pass since before, so
-// its owned and stale counts describe the new ring.
-func (l *lab) waitSwapPasses(names []string, before map[string]uint64) {
-	deadline := time.Now().Add(time.Minute)
+// its owned and stale counts describe the new ring, and says how long it
+// waited.
+func (l *lab) waitSwapPasses(names []string, before map[string]uint64) time.Duration {
+	start := time.Now()
+	deadline := start.Add(10 * time.Minute)
 	for _, n := range names {
 		for {
 			if _, c := l.histogram(l.nodes[n], "blocks_gc_pass_seconds", map[string]string{"pass": "swap"}); c > before[n] {
@@ -224,6 +226,7 @@ func (l *lab) waitSwapPasses(names []string, before map[string]uint64) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	return time.Since(start)
 }
 
 // profile saves a CPU profile of node p (its /admin/pprof/profile) once
@@ -396,7 +399,21 @@ func runRebalance(b *testing.B) {
 	zk := zktest.Start(b)
 	secret := make([]byte, 12)
 	_, _ = rand.Read(secret)
-	l := &lab{b: b, dir: b.TempDir(), bin: bin, zkAddr: zk.Addr, zkAuth: fmt.Sprintf("goblocks:%x", secret),
+	dir := b.TempDir()
+	b.Cleanup(func() {
+		if b.Failed() {
+			keep := filepath.Join(os.TempDir(), "goblocks-rebalance-logs")
+			_ = os.MkdirAll(keep, 0o755)
+			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+			for _, f := range logs {
+				if data, err := os.ReadFile(f); err == nil {
+					_ = os.WriteFile(filepath.Join(keep, filepath.Base(f)), data, 0o644)
+				}
+			}
+			fmt.Println("node logs kept in", keep)
+		}
+	})
+	l := &lab{b: b, dir: dir, bin: bin, zkAddr: zk.Addr, zkAuth: fmt.Sprintf("goblocks:%x", secret),
 		http: &http.Client{Timeout: 10 * time.Second}, nodes: map[string]*proc{}}
 	for _, n := range []string{"n1", "n2", "n3"} {
 		l.start(n)
@@ -462,7 +479,7 @@ func runRebalance(b *testing.B) {
 		go l.profile(l.nodes["n1"], 8*time.Second)
 	}
 	joinTook := l.waitStable([]string{"n1", "n2", "n3", "n4"}, 30*time.Minute)
-	l.waitSwapPasses(old, swaps)
+	gcWait := l.waitSwapPasses(old, swaps)
 	during := ld.phase(joinTook)
 	st4, err := l.status(n4)
 	if err != nil {
@@ -478,6 +495,7 @@ func runRebalance(b *testing.B) {
 		fmt.Sprintf("join of n4: stable ring after %.1f s (round %.1f s); n4 received %d blocks (%.2f GB) for %d it gained (%.3fx the optimum), %.0f MB/s",
 			joinTook.Seconds(), roundSecs, st4.Transfer.ReceivedBlocks, float64(st4.Transfer.ReceivedBytes)/1e9, gained,
 			float64(st4.Transfer.ReceivedBlocks)/float64(gained), mbps),
+		fmt.Sprintf("GC passes after the swap done %.1f s after the stable ring", gcWait.Seconds()),
 		"client load during the join: "+during,
 		"RSS during the join: "+l.rssLine())
 	b.ReportMetric(mbps, "join-MB/s")
