@@ -37,45 +37,58 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 		}
 		return v.Target != nil && v.Target.IsOwner(self, id, v.RF)
 	}
+	// Changes are applied a batch at a time: one commit per batch, not
+	// per record (a commit waits in the store's queue behind the clients'
+	// synced writes).
+	var batch []storage.Change
+	var kinds []*int64 // the counter each change adds to once done
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		done, err := eng.ApplyChanges(batch)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		for k, ok := range done {
+			if !ok {
+				continue
+			}
+			*kinds[k]++
+			if kinds[k] == &st.MarkedStale {
+				st.Stale++
+				expires(now)
+			}
+		}
+		batch, kinds = batch[:0], kinds[:0]
+	}
+	change := func(c storage.Change, counter *int64) {
+		batch, kinds = append(batch, c), append(kinds, counter)
+		if len(batch) == gcBatch {
+			flush()
+		}
+	}
 	visit := func(id string, m storage.Meta) bool {
 		st.Scanned++
 		if !m.StaleSince.IsZero() && !m.Tombstone {
 			staleBefore++
 		}
-		var err error
 		switch {
 		case m.Tombstone && now.Sub(m.Version.Timestamp.Physical()) > tombstoneGrace:
-			var ok bool
-			if ok, err = eng.Remove(id, m.Version); ok {
-				st.TombstonesPurged++
-			}
+			change(storage.Change{ID: id, Version: m.Version, Remove: true}, &st.TombstonesPurged)
 		case m.Tombstone:
 			// Kept, owned or not, until the tombstone grace: removing it
 			// earlier could let a lagging replica resurrect the block.
 		case owned(id) && !m.StaleSince.IsZero():
-			var ok bool
-			if ok, err = eng.MarkStale(id, m.Version, time.Time{}); ok {
-				st.Reowned++
-			}
+			change(storage.Change{ID: id, Version: m.Version}, &st.Reowned)
 		case owned(id):
 		case m.StaleSince.IsZero():
-			var ok bool
-			if ok, err = eng.MarkStale(id, m.Version, now); ok {
-				st.MarkedStale++
-				st.Stale++
-				expires(now)
-			}
+			change(storage.Change{ID: id, Version: m.Version, StaleSince: now}, &st.MarkedStale)
 		case now.Sub(m.StaleSince) >= grace:
-			var ok bool
-			if ok, err = eng.Remove(id, m.Version); ok {
-				st.Collected++
-			}
+			change(storage.Change{ID: id, Version: m.Version, Remove: true}, &st.Collected)
 		default:
 			st.Stale++
 			expires(m.StaleSince)
-		}
-		if err != nil && firstErr == nil {
-			firstErr = err
 		}
 		return true
 	}
@@ -87,11 +100,15 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 			break
 		}
 	}
+	flush()
 	if err != nil {
 		return st, next, staleBefore, err
 	}
 	return st, next, staleBefore, firstErr
 }
+
+// gcBatch is how many changes a GC pass commits at once.
+const gcBatch = 256
 
 // gcPass is why a GC pass runs.
 type gcPass int

@@ -37,6 +37,12 @@ type Engine interface {
 	// collection, tombstone purging and delivered hints. Durability as for
 	// MarkStale: what a crash undoes is removed again.
 	Remove(id string, v hlc.Version) (bool, error)
+	// ApplyChanges makes many MarkStale and Remove changes, each
+	// conditional on its version as those calls are, with one commit and
+	// their durability: a GC pass changes an arc's worth of records
+	// without a commit (and a wait in the commit queue) per record.
+	// done[i] reports whether changes[i] happened.
+	ApplyChanges(changes []Change) (done []bool, err error)
 	// Scan calls fn with each record's metadata in key order, starting
 	// after the id `after` ("" = from the start), until fn returns false.
 	// Key order is ascending id, or ascending (ring.Position(id), id) for
@@ -60,6 +66,15 @@ type Engine interface {
 	Count() int64
 	// Close releases the engine. Later calls return ErrClosed.
 	Close() error
+}
+
+// Change is one conditional change of ApplyChanges: remove the record, or
+// set its StaleSince (zero: owned again), if its version is still Version.
+type Change struct {
+	ID         string
+	Version    hlc.Version
+	Remove     bool
+	StaleSince time.Time
 }
 
 // Item is one record of a batch.

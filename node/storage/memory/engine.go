@@ -229,6 +229,23 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 	return true, nil
 }
 
+// ApplyChanges makes each change as MarkStale or Remove does.
+func (e *Engine) ApplyChanges(changes []storage.Change) ([]bool, error) {
+	done := make([]bool, len(changes))
+	for i, c := range changes {
+		var err error
+		if c.Remove {
+			done[i], err = e.Remove(c.ID, c.Version)
+		} else {
+			done[i], err = e.MarkStale(c.ID, c.Version, c.StaleSince)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return done, nil
+}
+
 // Scan calls fn with each record's metadata in ascending id order after
 // `after`. It snapshots and sorts the matching metadata first (O(n log n)
 // per call, acceptable for the engine's purpose), so fn runs with no lock

@@ -477,7 +477,11 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 		return nil, err
 	}
 	defer e.release()
-	unlock := e.lockStripes(items)
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	unlock := e.lockStripes(ids)
 	defer unlock()
 
 	b := e.db.NewBatch()
@@ -512,12 +516,12 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	return applied, nil
 }
 
-// lockStripes takes the stripes of all items in ascending order, so two
+// lockStripes takes the stripes of all ids in ascending order, so two
 // batches sharing stripes cannot deadlock, and returns the unlock.
-func (e *Engine) lockStripes(items []storage.Item) func() {
-	idx := make([]int, len(items))
-	for i, it := range items {
-		idx[i] = e.stripeOf(it.ID)
+func (e *Engine) lockStripes(ids []string) func() {
+	idx := make([]int, len(ids))
+	for i, id := range ids {
+		idx[i] = e.stripeOf(id)
 	}
 	slices.Sort(idx)
 	idx = slices.Compact(idx)
@@ -543,34 +547,83 @@ func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, err
 	mu.Lock()
 	defer mu.Unlock()
 
-	cur, err := e.readStored(id)
-	switch {
-	case err != nil:
-		return false, err
-	case !cur.found:
-		return false, nil
-	case cur.bad != nil:
-		return false, fmt.Errorf("pebble: mark %q stale: %w", id, cur.bad)
-	case cur.meta.Version.Compare(v) != 0:
-		return false, nil
-	case staleNanos(cur.meta.StaleSince) == staleNanos(since):
-		return true, nil // already so; spare a sync
-	}
-	m := cur.meta
-	m.StaleSince = since
-	mv, err := encodeMeta(nil, m)
+	done, err := e.changeLocked([]storage.Change{{ID: id, Version: v, StaleSince: since}})
 	if err != nil {
 		return false, err
 	}
+	return done[0], nil
+}
+
+// ApplyChanges makes the changes with one unsynced commit (see MarkStale
+// and Remove for why unsynced is enough).
+func (e *Engine) ApplyChanges(changes []storage.Change) ([]bool, error) {
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	if err := e.acquireWrite(); err != nil {
+		return nil, err
+	}
+	defer e.release()
+	ids := make([]string, len(changes))
+	for i, c := range changes {
+		ids[i] = c.ID
+	}
+	unlock := e.lockStripes(ids)
+	defer unlock()
+	return e.changeLocked(changes)
+}
+
+// changeLocked stages and commits changes; the caller holds their stripes.
+// An id may appear once.
+func (e *Engine) changeLocked(changes []storage.Change) ([]bool, error) {
+	done := make([]bool, len(changes))
 	b := e.db.NewBatch()
 	defer b.Close()
-	if err := b.Set(e.lay.metaKey(id), mv, nil); err != nil {
-		return false, err
+	var delta int64
+	for i, c := range changes {
+		cur, err := e.readStored(c.ID)
+		switch {
+		case err != nil:
+			return nil, err
+		case !cur.found:
+			continue
+		case cur.bad != nil:
+			return nil, fmt.Errorf("pebble: change %q: %w", c.ID, cur.bad)
+		case cur.meta.Version.Compare(c.Version) != 0:
+			continue
+		case c.Remove:
+			if err := b.Delete(e.lay.metaKey(c.ID), nil); err != nil {
+				return nil, err
+			}
+			if !cur.meta.Tombstone {
+				if err := b.Delete(e.lay.dataKey(c.ID), nil); err != nil {
+					return nil, err
+				}
+			}
+			delta -= boolInt(cur.live())
+		case staleNanos(cur.meta.StaleSince) == staleNanos(c.StaleSince):
+			// Already so: nothing to write.
+		default:
+			m := cur.meta
+			m.StaleSince = c.StaleSince
+			mv, err := encodeMeta(nil, m)
+			if err != nil {
+				return nil, err
+			}
+			if err := b.Set(e.lay.metaKey(c.ID), mv, nil); err != nil {
+				return nil, err
+			}
+		}
+		done[i] = true
+	}
+	if b.Empty() {
+		return done, nil
 	}
 	if err := e.commitUnsynced(b); err != nil {
-		return false, fmt.Errorf("pebble: mark %q stale: %w", id, err)
+		return nil, fmt.Errorf("pebble: commit %d changes: %w", len(changes), err)
 	}
-	return true, nil
+	e.live.Add(delta)
+	return done, nil
 }
 
 // Remove deletes id's record if its version is still v. It reports false,
@@ -584,32 +637,11 @@ func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
 	mu.Lock()
 	defer mu.Unlock()
 
-	cur, err := e.readStored(id)
-	switch {
-	case err != nil:
-		return false, err
-	case !cur.found:
-		return false, nil
-	case cur.bad != nil:
-		return false, fmt.Errorf("pebble: remove %q: %w", id, cur.bad)
-	case cur.meta.Version.Compare(v) != 0:
-		return false, nil
-	}
-	b := e.db.NewBatch()
-	defer b.Close()
-	if err := b.Delete(e.lay.metaKey(id), nil); err != nil {
+	done, err := e.changeLocked([]storage.Change{{ID: id, Version: v, Remove: true}})
+	if err != nil {
 		return false, err
 	}
-	if !cur.meta.Tombstone {
-		if err := b.Delete(e.lay.dataKey(id), nil); err != nil {
-			return false, err
-		}
-	}
-	if err := e.commitUnsynced(b); err != nil {
-		return false, fmt.Errorf("pebble: remove %q: %w", id, err)
-	}
-	e.live.Add(-boolInt(cur.live()))
-	return true, nil
+	return done[0], nil
 }
 
 // Scan calls fn with the metadata of each record in key order (see

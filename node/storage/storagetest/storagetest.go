@@ -76,6 +76,7 @@ func Run(t *testing.T, order Order, open func(t *testing.T) storage.Engine) {
 		{"ZeroVersionRefused", testZeroVersionRefused},
 		{"MarkStale", testMarkStale},
 		{"Remove", testRemove},
+		{"ApplyChanges", testApplyChanges},
 		{"Scan", func(t *testing.T, e storage.Engine) { testScan(t, e, order) }},
 		{"ScanRange", func(t *testing.T, e storage.Engine) { testScanRange(t, e, order) }},
 		{"ScanRecords", func(t *testing.T, e storage.Engine) { testScanRecords(t, e, order) }},
@@ -429,6 +430,48 @@ func testRemove(t *testing.T, e storage.Engine) {
 	// After a purge any write is accepted again.
 	mustApply(t, e, "b", rec(V(1, "n")), true)
 	wantCount(t, e, 1)
+}
+
+// testApplyChanges: many stale marks and removals in one call, each
+// conditional on its version like MarkStale and Remove.
+func testApplyChanges(t *testing.T, e storage.Engine) {
+	since := time.Unix(1_700_000_000, 0).UTC()
+	mustApply(t, e, "mark", rec(V(1, "n")), true)
+	mustApply(t, e, "unmark", rec(V(2, "n")), true)
+	if ok, err := e.MarkStale("unmark", V(2, "n"), since); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	mustApply(t, e, "remove", rec(V(3, "n")), true)
+	mustApply(t, e, "purge", storage.NewTombstone(V(4, "n")), true)
+	mustApply(t, e, "newer", rec(V(9, "n")), true)
+	wantCount(t, e, 4)
+	done, err := e.ApplyChanges([]storage.Change{
+		{ID: "mark", Version: V(1, "n"), StaleSince: since},
+		{ID: "unmark", Version: V(2, "n")},
+		{ID: "remove", Version: V(3, "n"), Remove: true},
+		{ID: "purge", Version: V(4, "n"), Remove: true},
+		{ID: "newer", Version: V(5, "n"), Remove: true}, // a newer write won
+		{ID: "missing", Version: V(1, "n"), StaleSince: since},
+	})
+	if err != nil || !slices.Equal(done, []bool{true, true, true, true, false, false}) {
+		t.Fatalf("ApplyChanges = %v, %v", done, err)
+	}
+	if m, err := e.GetMeta("mark"); err != nil || !m.StaleSince.Equal(since) {
+		t.Errorf("mark: %+v, %v", m, err)
+	}
+	if m, err := e.GetMeta("unmark"); err != nil || !m.StaleSince.IsZero() {
+		t.Errorf("unmark: %+v, %v", m, err)
+	}
+	for _, id := range []string{"remove", "purge"} {
+		if _, err := e.GetMeta(id); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("%s still there: %v", id, err)
+		}
+	}
+	CheckRecord(t, mustGet(t, e, "newer"), rec(V(9, "n")))
+	wantCount(t, e, 3)
+	if done, err := e.ApplyChanges(nil); err != nil || len(done) != 0 {
+		t.Errorf("no changes: %v, %v", done, err)
+	}
 }
 
 // scanAll collects a scan from after.
