@@ -67,14 +67,13 @@ type proc struct {
 }
 
 type lab struct {
-	b       *testing.B
-	dir     string
-	bin     string
-	zkAddr  string
-	zkAuth  string
-	http    *http.Client
-	nodes   map[string]*proc
-	loadCli *goblocks.Client
+	b      *testing.B
+	dir    string
+	bin    string
+	zkAddr string
+	zkAuth string
+	http   *http.Client
+	nodes  map[string]*proc
 }
 
 func freePort(b *testing.B) int {
