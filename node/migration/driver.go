@@ -486,6 +486,7 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		if st.MarkedStale+st.Collected+st.TombstonesPurged+st.Reowned > 0 {
 			d.o.Logger.Info().Int64("marked_stale", st.MarkedStale).Int64("collected", st.Collected).
 				Int64("reowned", st.Reowned).Int64("tombstones_purged", st.TombstonesPurged).Int64("stale", st.Stale).
+				Str("pass", st.Pass).Int64("scanned", st.Scanned).Float64("seconds", st.Seconds).
 				Msg("Garbage collection pass")
 		}
 		d.mu.Lock()
