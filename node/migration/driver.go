@@ -459,7 +459,7 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		}
 		arcs := scope.arcs(kind, v)
 		start := time.Now()
-		st, next, staleBefore, err := reconcile(d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs)
+		st, next, staleBefore, err := reconcile(ctx, d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs)
 		st.Pass, st.Seconds = kind.String(), time.Since(start).Seconds()
 		d.o.Metrics.GCSeconds.WithLabelValues(st.Pass).Observe(st.Seconds)
 		scope.done(kind, v, arcs, st.Stale, err)

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"context"
 	"time"
 
 	"github.com/goblocks/goblocks/node/adminapi"
@@ -23,8 +24,11 @@ type GCStats = adminapi.GCStats
 // arcs limits the pass to the records in those arcs (the ones a ring swap
 // changed, see ring.OwnershipChanges); nil reads every record. st.Stale
 // then counts the stale copies left in the arcs, and staleBefore those
-// the pass found there, so the caller can keep the store's total.
-func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range) (st GCStats, next time.Time, staleBefore int64, err error) {
+// the pass found there, so the caller can keep the store's total. When
+// ctx ends the pass stops where it is (a node that left the ring would
+// otherwise mark its whole store stale before it could exit) and returns
+// ctx's error.
+func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range) (st GCStats, next time.Time, staleBefore int64, err error) {
 	var firstErr error
 	expires := func(staleSince time.Time) {
 		if t := staleSince.Add(grace); next.IsZero() || t.Before(next) {
@@ -90,7 +94,7 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 			st.Stale++
 			expires(m.StaleSince)
 		}
-		return true
+		return ctx.Err() == nil
 	}
 	if arcs == nil {
 		err = eng.Scan("", visit)
@@ -101,6 +105,9 @@ func reconcile(eng storage.Engine, v ring.View, self string, now time.Time, grac
 		}
 	}
 	flush()
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		return st, next, staleBefore, err
 	}

@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -46,7 +47,7 @@ func TestReconcile(t *testing.T) {
 	mustMark(t, eng, young, ver, now.Add(-3*time.Second)) // expires in 7s
 	mustMark(t, eng, old, ver, now.Add(-grace-time.Second))
 
-	st, next, _, err := reconcile(eng, v, "a", now, grace, 24*time.Hour, nil)
+	st, next, _, err := reconcile(t.Context(), eng, v, "a", now, grace, 24*time.Hour, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func TestReconcile(t *testing.T) {
 	}
 
 	// Nothing stale left: no expiry to wait for.
-	_, next, _, err = reconcile(eng, ring.View{Current: testRing(t, []string{"a"}), RF: 1}, "a", now, grace, 24*time.Hour, nil)
+	_, next, _, err = reconcile(t.Context(), eng, ring.View{Current: testRing(t, []string{"a"}), RF: 1}, "a", now, grace, 24*time.Hour, nil)
 	if err != nil || !next.IsZero() {
 		t.Fatalf("after every copy is owned again: next %v, err %v; want zero", next, err)
 	}
@@ -108,7 +109,7 @@ func BenchmarkReconcileMarksStale(b *testing.B) {
 		}
 		v := ring.View{Current: testRingTB(b, []string{"b", "c", "d"}), RF: 3}
 		b.StartTimer()
-		st, _, _, err := reconcile(eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil)
+		st, _, _, err := reconcile(b.Context(), eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil)
 		b.StopTimer()
 		if err != nil || st.MarkedStale != n {
 			b.Fatalf("marked %d of %d stale: %v", st.MarkedStale, n, err)
@@ -160,11 +161,11 @@ func TestReconcileArcsOnly(t *testing.T) {
 			fill(full)
 			fill(partial)
 			now := time.Now()
-			stFull, _, _, err := reconcile(full, after, "a", now, time.Minute, 24*time.Hour, nil)
+			stFull, _, _, err := reconcile(t.Context(), full, after, "a", now, time.Minute, 24*time.Hour, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			stArcs, _, _, err := reconcile(partial, after, "a", now, time.Minute, 24*time.Hour, arcs)
+			stArcs, _, _, err := reconcile(t.Context(), partial, after, "a", now, time.Minute, 24*time.Hour, arcs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -224,5 +225,27 @@ func TestGCScope(t *testing.T) {
 			t.Fatalf("step %d: reads %v, want %v", i, got, step.want)
 		}
 		g.done(step.kind, step.view, got, step.stale, step.err)
+	}
+}
+
+// TestReconcileStopsWithContext: a pass whose context ended stops at once
+// and says so (a node that left would otherwise mark its whole store
+// stale before it could exit).
+func TestReconcileStopsWithContext(t *testing.T) {
+	eng := memory.New()
+	ver := hlc.Version{Timestamp: hlc.Timestamp(uint64(time.Now().UnixMicro()) << 12), Node: "a"}
+	var items []storage.Item
+	for k := range 1000 {
+		items = append(items, storage.Item{ID: fmt.Sprint("blk-", k), Record: storage.NewRecord([]byte("x"), ver)})
+	}
+	if _, err := eng.ApplyBatch(items); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	v := ring.View{Current: testRing(t, []string{"b", "c", "d"}), RF: 3} // a owns nothing
+	st, _, _, err := reconcile(ctx, eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil)
+	if !errors.Is(err, context.Canceled) || st.Scanned > 1 || st.MarkedStale > 1 {
+		t.Fatalf("cancelled pass: %+v, %v", st, err)
 	}
 }
