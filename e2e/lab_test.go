@@ -57,8 +57,10 @@ func newLab(t *testing.T) *lab {
 			t.Fatalf("image %s is missing: run make images image", img)
 		}
 	}
-	l.down() // leftovers of a run that died
+	l.down()                              // leftovers of a run that died
+	resources.addDown(labProject, l.down) // a signal or -timeout removes it too
 	t.Cleanup(func() {
+		defer resources.dropDown(labProject)
 		if t.Failed() {
 			out, _ := l.run("logs", "--no-color", "--tail", "200")
 			dir := filepath.Join(os.TempDir(), "goblocks-e2e-lab-logs")

@@ -37,11 +37,29 @@ type registry struct {
 	mu         sync.Mutex
 	containers map[string]*testcontainers.DockerContainer // by ID
 	networks   map[string]*testcontainers.DockerNetwork   // by ID
+	// downs remove what the suite started outside testcontainers (the
+	// compose lab), keyed by a name.
+	downs map[string]func()
 }
 
 var resources = &registry{
 	containers: map[string]*testcontainers.DockerContainer{},
 	networks:   map[string]*testcontainers.DockerNetwork{},
+	downs:      map[string]func(){},
+}
+
+// addDown registers a removal removeAll runs (on a signal, near -timeout,
+// at the end); dropDown forgets it once done.
+func (r *registry) addDown(name string, down func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.downs[name] = down
+}
+
+func (r *registry) dropDown(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.downs, name)
 }
 
 func (r *registry) addContainer(c *testcontainers.DockerContainer) {
@@ -96,7 +114,14 @@ func (r *registry) removeAll() {
 	for _, n := range r.networks {
 		ns = append(ns, n)
 	}
+	var downs []func()
+	for _, d := range r.downs {
+		downs = append(downs, d)
+	}
 	r.mu.Unlock()
+	for _, d := range downs {
+		d()
+	}
 	for _, c := range cs {
 		if err := r.removeContainer(c); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: remove container %s: %v\n", c.GetContainerID()[:12], err)
