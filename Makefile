@@ -129,7 +129,7 @@ endif
 COMPOSE_CMD = $(COMPOSE) -p $(PROJECT) -f docker-compose.yml \
   $(if $(filter 1 true yes,$(OBSERVABILITY)),--env-file compose/observability.env)
 
-.PHONY: image images up down scale logs ps e2e fresh-check
+.PHONY: compose-dep image images up down scale logs ps e2e fresh-check
 
 image: build
 	@mkdir -p bin/image-root/data
@@ -153,7 +153,15 @@ images:
 	 [ $$promrc = 0 ] || echo "images: the Prometheus image build failed (exit $$promrc)"; \
 	 [ $$zkrc = 0 ] && [ $$promrc = 0 ]
 
-up: images image
+# Compose v1 from Debian when neither it nor the v2 plugin is installed
+# (make up and the e2e lab scenario run the compose file).
+compose-dep:
+	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
+	  echo "installing docker-compose (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
+	fi
+
+up: compose-dep images image
 	$(if $(filter 1 true yes,$(OBSERVABILITY)),compose/check-images.sh $(GRAFANA_IMAGE) $(JAEGER_IMAGE))
 	$(COMPOSE_CMD) up -d --remove-orphans --scale node=$(N)
 	compose/wait-nodes.sh $(N) $(WAIT_TIMEOUT)
@@ -196,6 +204,6 @@ ps:
 # testcontainers-go against real node and ZooKeeper containers (e2e/, build
 # tag e2e). Ryuk cannot be pulled offline: the suite cleans up itself.
 E2E_TIMEOUT ?= 25m
-e2e: images image
+e2e: compose-dep images image
 	TESTCONTAINERS_RYUK_DISABLED=true GOBLOCKS_IMAGE=$(IMAGE) ZOOKEEPER_IMAGE=$(ZOOKEEPER_IMAGE) PROMETHEUS_IMAGE=$(PROMETHEUS_IMAGE) \
 	  $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/
