@@ -1,6 +1,7 @@
 package migration
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -130,7 +131,7 @@ type candidate struct {
 // the send and a synced write there; with one at a time each step waits
 // for the one before and the nodes sit mostly idle (profiled at ~25 % CPU
 // during a join). Batches are independent (idempotent by version).
-var streamsPerDest = 4
+const streamsPerDest = 4
 
 // transfer scans the local engine and streams every block this node must
 // hand over for the move from old to target, in batches per destination,
@@ -191,12 +192,12 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 	// Only the arcs this node sends, records and all: the engine keeps
 	// blocks in ring order, so the round reads what moves, in sequence,
 	// not everything stored.
-	var scanErr error
+	var scanErr, readErr error
 	for i, mv := range plan.moves {
 		scanErr = eng.ScanRecords(mv.Range, func(id string, rec storage.Record, err error) bool {
 			c := candidate{id: id, rec: rec, have: err == nil}
 			if err != nil && !errors.Is(err, storage.ErrCorrupt) {
-				scanErr = err
+				readErr = err
 				return false
 			}
 			// Never hand over a corrupt copy: another old owner's serves.
@@ -210,6 +211,7 @@ func transfer(ctx context.Context, eng storage.Engine, old, target *ring.Ring, r
 			}
 			return ctx.Err() == nil
 		})
+		scanErr = cmp.Or(scanErr, readErr)
 		if scanErr != nil || ctx.Err() != nil {
 			break
 		}
