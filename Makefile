@@ -21,16 +21,19 @@ build:
 	$(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./node
 
 # The membership and migration tests run a real ZooKeeper, the
-# observability tests a real Prometheus and the /ui test headless Chromium,
-# all from Debian's packages (no container registry needed).
+# observability tests a real Prometheus, the /ui test headless Chromium and
+# the NBD tests libnbd's tools, qemu-io, fio and e2fsprogs, all from
+# Debian's packages (no container registry needed).
 ZK_JAR := /usr/share/java/zookeeper.jar
 PROMETHEUS := /usr/bin/prometheus
+NBD_TOOLS := nbdinfo nbdcopy qemu-io fio nbdkit mkfs.ext4 e2fsck
 
 deps:
-	@if [ ! -f $(ZK_JAR) ] || [ ! -x $(PROMETHEUS) ] || ! command -v chromium >/dev/null; then \
-	  echo "installing ZooKeeper, Prometheus and Chromium (Debian packages) for the integration tests"; \
+	@missing=""; for t in $(NBD_TOOLS) chromium; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ ! -f $(ZK_JAR) ] || [ ! -x $(PROMETHEUS) ] || [ -n "$$missing" ]; then \
+	  echo "installing ZooKeeper, Prometheus, Chromium and the NBD tools (Debian packages) for the integration tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    zookeeper prometheus chromium fonts-dejavu-core >/dev/null; \
+	    zookeeper prometheus chromium fonts-dejavu-core libnbd-bin nbdkit fio qemu-utils e2fsprogs >/dev/null; \
 	fi
 
 test: deps

@@ -36,6 +36,7 @@ func (n *Node) adminRoutes(r *mux.Router) {
 	r.Handle("/admin/members", api.Methods{http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
 		writeAdminJSON(w, n.memberStatuses(r.Context()))
 	}})
+	n.volumeRoutes(r)
 	// GET /ui: the operator page, drawn from the two endpoints above.
 	for path, h := range ui.Pages() {
 		r.Handle(path, api.Methods{http.MethodGet: h, http.MethodHead: h})

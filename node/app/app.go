@@ -29,6 +29,7 @@ import (
 	"github.com/goblocks/goblocks/node/membership"
 	zkstore "github.com/goblocks/goblocks/node/membership/zk"
 	"github.com/goblocks/goblocks/node/migration"
+	"github.com/goblocks/goblocks/node/nbd"
 	"github.com/goblocks/goblocks/node/peertls"
 	"github.com/goblocks/goblocks/node/replication"
 	"github.com/goblocks/goblocks/node/ring"
@@ -38,6 +39,7 @@ import (
 	"github.com/goblocks/goblocks/node/storage/pebble"
 	"github.com/goblocks/goblocks/node/telemetry"
 	"github.com/goblocks/goblocks/node/transport"
+	"github.com/goblocks/goblocks/node/volume"
 )
 
 // Node is one running goblocks node.
@@ -70,6 +72,9 @@ type Node struct {
 	// ZooKeeper mode only:
 	store  *zkstore.Store
 	driver *migration.Driver
+	// nbd serves volumes as block devices (nil: NBDAddress empty).
+	nbd   *nbd.Server
+	nbdLn net.Listener
 
 	kill     chan struct{}
 	killOnce sync.Once
@@ -228,6 +233,24 @@ func New(cfg config.Config, ln net.Listener, log zerolog.Logger) (*Node, error) 
 	}
 	n.server = api.NewServer(ln.Addr().String(), handler)
 	n.server.ConnState = limited.ConnState
+	if cfg.NBDAddress != "" {
+		if n.nbdLn, err = net.Listen("tcp", cfg.NBDAddress); err != nil {
+			_ = ln.Close()
+			if n.store != nil {
+				n.store.Close()
+			}
+			return fail(fmt.Errorf("NBD listen: %w", err))
+		}
+		n.nbd = nbd.NewServer(nbd.Options{
+			Exports:          volumeExports{n},
+			Device:           volume.NewIO(timeoutCoordinator{n.coord, cfg.RequestTimeout}),
+			MaxConnections:   cfg.NBDMaxConnections,
+			MaxInflightBytes: cfg.NBDMaxInflightBytes,
+			Logger:           n.log.With().Str("component", "nbd").Logger(),
+			Metrics:          nbd.NewMetrics(n.registry),
+			Tracer:           n.tracing.Tracer("github.com/goblocks/goblocks/node/nbd"),
+		})
+	}
 	return n, nil
 }
 
@@ -391,6 +414,14 @@ func (n *Node) ClusterStatus() migration.ClusterStatus {
 // Addr is the address the node listens on.
 func (n *Node) Addr() string { return n.listener.Addr().String() }
 
+// NBDAddr is the address the NBD server listens on ("" when off).
+func (n *Node) NBDAddr() string {
+	if n.nbdLn == nil {
+		return ""
+	}
+	return n.nbdLn.Addr().String()
+}
+
 // Registry is the node's metrics registry.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
 
@@ -420,8 +451,15 @@ func (n *Node) fail(err error) {
 func (n *Node) Kill() { n.killOnce.Do(func() { close(n.kill) }) }
 
 func (n *Node) run(ctx context.Context, graceful bool) error {
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- n.server.Serve(n.listener) }()
+	if n.nbd != nil {
+		go func() {
+			if err := n.nbd.Serve(n.nbdLn); err != nil {
+				errc <- fmt.Errorf("NBD server: %w", err)
+			}
+		}()
+	}
 	bgCtx, stopBackground := context.WithCancel(context.Background())
 	bg := n.startBackground(bgCtx)
 	n.log.Info().Str("addr", n.Addr()).Str("advertise", n.cfg.AdvertiseAddress()).Msg("node serving")
@@ -442,6 +480,11 @@ func (n *Node) run(ctx context.Context, graceful bool) error {
 			n.log.Info().Msg("left the ring")
 		}
 		cancel()
+	}
+	if n.nbd != nil {
+		// After the leave (NBD clients keep working through it), before
+		// the coordinator closes: requests in flight are cancelled.
+		_ = n.nbd.Close()
 	}
 	stopBackground()
 	serveErr = errors.Join(serveErr, bg.wait())

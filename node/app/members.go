@@ -45,27 +45,32 @@ func (n *Node) memberStatuses(ctx context.Context) []adminapi.MemberStatus {
 
 func (n *Node) askMember(ctx context.Context, addr string) (adminapi.NodeStatus, error) {
 	var st adminapi.NodeStatus
-	ctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
+	return st, n.askMemberJSON(ctx, addr, "/admin/cluster", memberStatusTimeout, 1<<20, &st)
+}
+
+// askMemberJSON GETs path from the member at addr, with this node's admin
+// token, and decodes at most limit bytes of JSON into v.
+func (n *Node) askMemberJSON(ctx context.Context, addr, path string, timeout time.Duration, limit int64, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	scheme := "http://"
 	if n.adminTLS {
 		scheme = "https://"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addr+"/admin/cluster", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+addr+path, nil)
 	if err != nil {
-		return st, err
+		return err
 	}
 	if n.cfg.AdminToken != "" {
 		req.Header.Set("Authorization", "Bearer "+n.cfg.AdminToken)
 	}
 	resp, err := n.adminHTTP.Do(req)
 	if err != nil {
-		return st, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("/admin/cluster: %s", resp.Status)
+		return fmt.Errorf("%s: %s", path, resp.Status)
 	}
-	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
-	return st, err
+	return json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(v)
 }

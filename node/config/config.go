@@ -134,6 +134,16 @@ type Config struct {
 	// number that ends it (with ClaimSlot, the slot), so one setting fits
 	// every replica: the lab uses http://localhost:300{n}.
 	PublicURL string
+	// NBDAddress is host:port of the node's NBD server (volumes as block
+	// devices; 10809 by convention). Empty: no NBD server. Volumes need
+	// ZooKeeper membership (their catalog lives there).
+	NBDAddress string
+	// NBDMaxConnections caps open NBD connections.
+	NBDMaxConnections int
+	// NBDMaxInflightBytes caps the request payloads one NBD connection
+	// holds at once; past it the node stops reading that client's
+	// requests until some complete.
+	NBDMaxInflightBytes int64
 
 	// Tracing, by the standard OpenTelemetry variables. With neither
 	// endpoint set tracing is off and costs nothing.
@@ -178,6 +188,8 @@ func Default() Config {
 		HintWindow:           3 * time.Hour,    // Cassandra's max_hint_window
 		AntiEntropyInterval:  10 * time.Minute, // one peer per round: 5 nodes check every pair within the hour
 		MinFreeBytes:         1 << 30,          // room for pebble's compactions and the WAL to finish what they started
+		NBDMaxConnections:    64,
+		NBDMaxInflightBytes:  64 << 20,
 		MaxConnections:       4096,             // far above 32 clients x a few peers; bounds memory and file descriptors
 		// 64 batches of 128 blocks of 4 KiB in flight: more than a 2-core
 		// node can apply at once, far below its memory limit.
@@ -210,6 +222,20 @@ func (c *Config) Validate() error {
 		if err := membership.ValidatePublicURL(ExpandPublicURL(c.PublicURL, "node-1")); err != nil {
 			bad("PublicURL: %v", err)
 		}
+	}
+	if c.NBDAddress != "" {
+		if _, port, err := net.SplitHostPort(c.NBDAddress); err != nil || port == "" {
+			bad("NBDAddress %q: want host:port (e.g. :10809)", c.NBDAddress)
+		}
+		if c.Peers != "" {
+			bad("NBDAddress needs ZooKeeper membership: the volume catalog lives in ZooKeeper (unset Peers)")
+		}
+	}
+	if c.NBDMaxConnections < 1 {
+		bad("NBDMaxConnections %d: want >= 1", c.NBDMaxConnections)
+	}
+	if c.NBDMaxInflightBytes < 32<<20 {
+		bad("NBDMaxInflightBytes %d: want >= 33554432 (one largest request, 32 MiB)", c.NBDMaxInflightBytes)
 	}
 	if c.ReplicationFactor < 1 || c.ReplicationFactor > 15 {
 		bad("ReplicationFactor %d: want 1-15", c.ReplicationFactor)
@@ -511,6 +537,9 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	str(&c.ClaimSlot, "ClaimSlot", "claim DataDir/<prefix>-N as data dir and name (replicas sharing a volume)")
 	str(&c.PublicURL, "PublicURL", "URL browsers and tools reach this node at, if not its address ({name}, {n}: its name, the number ending it)")
+	str(&c.NBDAddress, "NBDAddress", "host:port of the NBD server serving volumes, e.g. :10809 (empty: off)")
+	num(&c.NBDMaxConnections, "NBDMaxConnections", "cap on open NBD connections")
+	i64(&c.NBDMaxInflightBytes, "NBDMaxInflightBytes", "cap on request bytes one NBD connection holds at once")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
