@@ -92,7 +92,7 @@ cluster tools (see 'goblocks COMMAND -h'; nodes from -nodes or
 GOBLOCKS_NODES, default `+cli.DefaultNodes+`):
 `+cli.Summary()+`
 exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or usage,
-3 block or manifest not found (cluster tools)
+3 block, manifest or volume not found, 4 volume exists (cluster tools)
 `)
 }
 

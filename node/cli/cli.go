@@ -27,12 +27,14 @@ const (
 	ExitOK       = 0 // success
 	ExitFailure  = 1 // runtime failure: nodes unreachable or unavailable, I/O error, checksum mismatch
 	ExitUsage    = 2 // usage or bad input: unknown flag, wrong arguments, invalid id, wrong block size
-	ExitNotFound = 3 // the block (or an import's manifest) does not exist
+	ExitNotFound = 3 // the block (or an import's manifest, or a volume) does not exist
+	// ExitExists (4): volume create of a name that is taken.
 )
 
 // ExitCodes is the exit-code paragraph of the usage texts.
 const ExitCodes = `exit codes: 0 ok, 1 runtime failure (unreachable, unavailable, I/O,
-checksum), 2 usage or bad input, 3 block or manifest not found`
+checksum), 2 usage or bad input, 3 block, manifest or volume not found,
+4 volume already exists`
 
 // DefaultNodes matches the host ports of `make up` and `make run`.
 const DefaultNodes = "127.0.0.1:3001,127.0.0.1:3002,127.0.0.1:3003"
@@ -65,7 +67,7 @@ type command struct {
 // commands in the order `goblocks help` lists them.
 var commands = []command{
 	putCommand, getCommand, rmCommand, statusCommand, ringCommand,
-	benchCommand, importCommand, exportCommand,
+	benchCommand, importCommand, exportCommand, volumeCommand,
 }
 
 func lookup(name string) *command {

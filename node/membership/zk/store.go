@@ -8,6 +8,7 @@
 //	migration                     the barrier of the running round (JSON Barrier)
 //	migration/participants/<name> ephemeral, one per registered participant (JSON Participant)
 //	cluster-token                 the shared cluster token (with Auth and SharedToken only)
+//	volumes/<name>                one per volume (JSON volume.Volume; see volumes.go)
 //
 // With Options.Auth every znode is created with a digest ACL for those
 // credentials only: a client without them can neither read nor change the
