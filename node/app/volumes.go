@@ -333,4 +333,3 @@ func (e volumeExports) List(context.Context) ([]string, error) {
 	}
 	return names, err
 }
-

@@ -159,4 +159,3 @@ func runVolumeRm(ctx context.Context, cmd *command, e Env, args []string) int {
 	fmt.Fprintf(e.Stdout, "removed volume %s (%d blocks deleted)\n", name, deleted)
 	return ExitOK
 }
-

@@ -190,7 +190,7 @@ func Default() Config {
 		MinFreeBytes:         1 << 30,          // room for pebble's compactions and the WAL to finish what they started
 		NBDMaxConnections:    64,
 		NBDMaxInflightBytes:  64 << 20,
-		MaxConnections:       4096,             // far above 32 clients x a few peers; bounds memory and file descriptors
+		MaxConnections:       4096, // far above 32 clients x a few peers; bounds memory and file descriptors
 		// 64 batches of 128 blocks of 4 KiB in flight: more than a 2-core
 		// node can apply at once, far below its memory limit.
 		MaxInflightBatchBytes: 32 << 20,
