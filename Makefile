@@ -117,13 +117,15 @@ ZOOKEEPER_IMAGE  ?= zookeeper:3.8
 PROMETHEUS_IMAGE ?= prom/prometheus:v2.42.0
 GRAFANA_IMAGE    ?= grafana/grafana:10.4.2
 JAEGER_IMAGE     ?= jaegertracing/all-in-one:1.57
-# node-N is published on host port $(NODE_PORT_PREFIX)N (3001-3009).
+# node-N is published on host port $(NODE_PORT_PREFIX)N (3001-3009), its
+# NBD server on $(NBD_PORT_PREFIX)N (10801-10809).
 NODE_PORT_PREFIX ?= 300
+NBD_PORT_PREFIX  ?= 1080
 PROJECT          ?= goblocks
 N                ?= 3
 # Seconds `make up` and `make scale` wait for healthy nodes and a settled ring.
 WAIT_TIMEOUT     ?= 300
-export IMAGE ZOOKEEPER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE JAEGER_IMAGE NODE_PORT_PREFIX
+export IMAGE ZOOKEEPER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE JAEGER_IMAGE NODE_PORT_PREFIX NBD_PORT_PREFIX
 
 # The v2 plugin when the machine has it, else docker-compose v1 (>= 1.28).
 ifeq ($(origin COMPOSE),undefined)
@@ -207,6 +209,6 @@ ps:
 # testcontainers-go against real node and ZooKeeper containers (e2e/, build
 # tag e2e). Ryuk cannot be pulled offline: the suite cleans up itself.
 E2E_TIMEOUT ?= 25m
-e2e: compose-dep images image
+e2e: deps compose-dep images image
 	TESTCONTAINERS_RYUK_DISABLED=true GOBLOCKS_IMAGE=$(IMAGE) ZOOKEEPER_IMAGE=$(ZOOKEEPER_IMAGE) PROMETHEUS_IMAGE=$(PROMETHEUS_IMAGE) \
 	  $(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/

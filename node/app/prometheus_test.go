@@ -22,7 +22,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/goblocks/goblocks/internal/nbdclient"
 	"github.com/goblocks/goblocks/internal/testkit"
+	"github.com/goblocks/goblocks/node/config"
 )
 
 // The observability files of the repository (prometheus/, grafana/) are
@@ -78,7 +80,8 @@ func TestPrometheusRulesAndDashboards(t *testing.T) {
 	}
 	checkWithPromtool(t, root, ruleFiles)
 
-	c := zkCluster(t, 3, clusterOpts{storage: "memory", grace: time.Second})
+	c := zkCluster(t, 3, clusterOpts{storage: "memory", grace: time.Second,
+		configure: func(_ int, cfg *config.Config) { cfg.NBDAddress = "127.0.0.1:0" }})
 	var targets []string
 	for i := range c.nodes {
 		targets = append(targets, c.cfgs[i].ReplicaAddress)
@@ -772,6 +775,37 @@ func driveScenario(t *testing.T, c *testCluster, l *promLoad) {
 	expect(http.MethodPut, "/block/long", append(block, 1), http.StatusRequestEntityTooLarge)
 	expect(http.MethodGet, "/block/pre-1?consistency=most", nil, http.StatusBadRequest)
 	expect(http.MethodDelete, "/block/pre-2", nil, http.StatusNoContent)
+
+	// Volume traffic over NBD for as long as the load runs: writes, reads,
+	// a flush, a trim and a read past the end (an error reply).
+	c.createVolume(t, 0, "promvol", "1MiB")
+	nbdAddr := c.nodes[0].NBDAddr()
+	l.wg.Go(func() {
+		for k := 0; ; k++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			conn, err := nbdclient.Open(nbdAddr, "promvol")
+			if err != nil {
+				continue
+			}
+			off := uint64(k%256) * 4096
+			_ = conn.WriteAt(block, off)
+			_ = conn.ReadAt(make([]byte, 4096), off)
+			for _, cmd := range []uint16{nbdclient.CmdFlush, nbdclient.CmdTrim, nbdclient.CmdRead} {
+				at := off
+				if cmd == nbdclient.CmdRead {
+					at = 1 << 20 // past the end: EINVAL
+				}
+				if conn.Send(cmd, 0, 9, at, 4096, nil) == nil {
+					_, _, _ = conn.ReadReply()
+				}
+			}
+			_ = conn.Close()
+		}
+	})
 
 	// A read repair: one replica loses its copy, a read at "all" sees it
 	// lag and rewrites it.
