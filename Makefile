@@ -5,6 +5,7 @@
 #   make lint    gofmt, go vet, staticcheck
 #   make bench   in-process cluster benchmarks (figures in BENCHMARKS.md)
 #   make bench-cluster   the shared sitting (refserver vs 3 nodes of this build)
+#   make bench-nbd       fio over NBD vs blockbench over HTTP on one cluster
 
 GO        ?= go
 BIN       ?= bin/goblocks
@@ -13,7 +14,7 @@ STATICCHECK_VERSION ?= v0.8.2
 
 export CGO_ENABLED ?= 0
 
-.PHONY: all build install deps test test-race lint bench bench-cluster bench-memory bench-join bench-rebalance jepsen run fuzz clean
+.PHONY: all build install deps test test-race lint bench bench-cluster bench-memory bench-join bench-rebalance bench-nbd jepsen run fuzz clean
 
 all: build
 
@@ -75,6 +76,11 @@ bench-join: deps
 REBALANCE_BLOCKS ?= 1000000
 bench-rebalance: deps build
 	$(GO) test -run XXX -bench BenchmarkRebalance -benchtime 1x -timeout 90m ./internal/rebalancebench/ -args -blocks $(REBALANCE_BLOCKS) -bin $(CURDIR)/$(BIN)
+
+# Volumes over NBD against the HTTP block API on the same 3-node cluster
+# (fio over NBD vs blockbench over HTTP), and nbdkit file as the ceiling.
+bench-nbd: deps build
+	scripts/bench-nbd.sh $(BIN) $(or $(BENCH_SECONDS),10)
 
 # Resident memory of each node of a loaded 3-node cluster.
 bench-memory: build
