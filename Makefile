@@ -98,6 +98,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzReadMeta -fuzztime 30s ./node/wire/
 	$(GO) test -run XXX -fuzz FuzzValidateID -fuzztime 30s ./node/api/
 	$(GO) test -run XXX -fuzz FuzzOwners -fuzztime 30s ./node/ring/
+	$(GO) test -run XXX -fuzz FuzzServer -fuzztime 30s ./node/nbd/
 
 run: deps build
 	./scripts/run-local.sh $(BIN)

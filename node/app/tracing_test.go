@@ -19,7 +19,9 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 
+	"github.com/goblocks/goblocks/internal/nbdclient"
 	"github.com/goblocks/goblocks/internal/testkit"
+	"github.com/goblocks/goblocks/node/config"
 )
 
 // otlpReceiver is an OTLP/gRPC trace collector built on the official
@@ -232,4 +234,46 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// An NBD write is one trace: the server's nbd.write span, with the
+// coordinator's replica calls below it.
+func TestTracingNBDRequest(t *testing.T) {
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+	rcv, url := startOTLPReceiver(t)
+	c := zkCluster(t, 3, clusterOpts{storage: "memory", tracesURL: url,
+		configure: func(_ int, cfg *config.Config) { cfg.NBDAddress = "127.0.0.1:0" }})
+	c.createVolume(t, 0, "traced", "1MiB")
+	conn, err := nbdclient.Open(c.nodes[0].NBDAddr(), "traced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.WriteAt(randomBlock(t), 8192); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() error {
+		rcv.mu.Lock()
+		var root *tracepb.Span
+		for _, s := range rcv.spans {
+			a := attrs(s.span.Attributes)
+			if s.span.Name == "nbd.write" && a["volume"] == "traced" && a["offset"] == "8192" && a["length"] == "4096" {
+				root = s.span
+			}
+		}
+		rcv.mu.Unlock()
+		if root == nil {
+			return fmt.Errorf("no nbd.write span yet")
+		}
+		applies := 0
+		for _, s := range rcv.trace(hex.EncodeToString(root.TraceId)) {
+			if s.span.Name == "replica.apply" && attrs(s.span.Attributes)["block.id"] == "traced.0000000000000002" {
+				applies++
+			}
+		}
+		if applies < 3 {
+			return fmt.Errorf("%d replica.apply spans of block 2 in the nbd.write trace", applies)
+		}
+		return nil
+	})
 }

@@ -92,6 +92,10 @@ func TestLoadRejects(t *testing.T) {
 		{"name with slash", map[string]string{"ReplicaName": "a/b"}, nil, "ReplicaName"},
 		{"negative anti-entropy interval", nil, []string{"-AntiEntropyInterval", "-1m"}, "AntiEntropyInterval"},
 		{"bad anti-entropy interval", map[string]string{"AntiEntropyInterval": "often"}, nil, "duration"},
+		{"NBD address without port", map[string]string{"NBDAddress": "10809"}, nil, "NBDAddress"},
+		{"NBD with static peers", map[string]string{"NBDAddress": ":10809", "Peers": "a=h:1", "ClusterToken": "0123456789abcdef0123"}, nil, "NBDAddress needs ZooKeeper"},
+		{"no NBD connections", map[string]string{"NBDMaxConnections": "0"}, nil, "NBDMaxConnections"},
+		{"NBD in-flight below one request", map[string]string{"NBDMaxInflightBytes": "4096"}, nil, "NBDMaxInflightBytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
