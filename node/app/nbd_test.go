@@ -253,7 +253,8 @@ func TestNBD(t *testing.T) {
 		c.createVolume(t, 0, "fio", "32MiB")
 		fio := exec.Command("fio", "--name=verify", "--ioengine=nbd", "--uri="+c.nbdURI(0, "fio"),
 			"--rw=randrw", "--bs=4k", "--iodepth=32", "--size=32M", "--io_size=48M",
-			"--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--output-format=json")
+			"--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0", "--output-format=json")
+		fio.Dir = t.TempDir() // fio drops state files in its directory
 		var stdout, stderr bytes.Buffer
 		fio.Stdout, fio.Stderr = &stdout, &stderr
 		if err := fio.Start(); err != nil {
