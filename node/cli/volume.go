@@ -61,7 +61,8 @@ func runVolume(ctx context.Context, cmd *command, e Env, args []string) int {
 		if len(args) == 0 {
 			w, code = e.Stderr, ExitUsage
 		}
-		fmt.Fprintf(w, "usage: goblocks volume create|ls|rm ...\n\n%s\n\n%s\n", cmd.help, ExitCodes)
+		fmt.Fprintf(w, "usage: goblocks volume create|ls|rm ...\n\n%s\n\n%s\n\n%s\n", cmd.help,
+			"Each subcommand takes the common flags (-nodes, -timeout, -token, -ca);\n`goblocks volume SUBCOMMAND -h` lists them.", ExitCodes)
 		return code
 	}
 	sub, rest := args[0], args[1:]
