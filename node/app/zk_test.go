@@ -192,8 +192,11 @@ func preload(t *testing.T, c *testCluster, n int) map[string][]byte {
 // is held (non-stale) by exactly its RF owners and by no other node.
 func (c *testCluster) checkPlacement(t *testing.T, ids []string) {
 	t.Helper()
-	v := c.nodes[c.running()[0]].coord.View()
 	testkit.Eventually(t, 30*time.Second, func() error {
+		// The view of each attempt: a ring that looked stable can still
+		// change (a killed member's session expires after waitStable saw
+		// the old ring settled).
+		v := c.nodes[c.running()[0]].coord.View()
 		for _, id := range ids {
 			owners := v.Current.OwnerNames(id, v.RF)
 			sort.Strings(owners)
