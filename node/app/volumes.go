@@ -111,13 +111,19 @@ func volumeStatus(v volume.Volume) adminapi.Volume {
 	return adminapi.Volume{Name: v.Name, Size: v.Size, BlockSize: v.BlockSize, State: v.State, Created: v.Created}
 }
 
-func (n *Node) getVolume(w http.ResponseWriter, r *http.Request) {
+// requestedVolume is the catalog and the volume named by the request's
+// path.
+func (n *Node) requestedVolume(r *http.Request) (volume.Catalog, volume.Volume, error) {
 	cat, err := n.volumeCatalog()
 	if err != nil {
-		volumeError(w, err)
-		return
+		return nil, volume.Volume{}, err
 	}
 	v, err := cat.Get(mux.Vars(r)["name"])
+	return cat, v, err
+}
+
+func (n *Node) getVolume(w http.ResponseWriter, r *http.Request) {
+	_, v, err := n.requestedVolume(r)
 	if err != nil {
 		volumeError(w, err)
 		return
@@ -151,34 +157,23 @@ func (n *Node) listVolumes(w http.ResponseWriter, r *http.Request) {
 // markVolumeDeleting starts a removal: the volume takes no new NBD
 // clients from here on. Idempotent, so an interrupted rm can be rerun.
 func (n *Node) markVolumeDeleting(w http.ResponseWriter, r *http.Request) {
-	cat, err := n.volumeCatalog()
-	if err != nil {
-		volumeError(w, err)
-		return
-	}
-	name := mux.Vars(r)["name"]
-	v, err := cat.Get(name)
+	cat, v, err := n.requestedVolume(r)
 	if err == nil && v.State != volume.Deleting {
-		err = cat.SetState(name, volume.Deleting)
+		err = cat.SetState(v.Name, volume.Deleting)
 		v.State = volume.Deleting
 	}
 	if err != nil {
 		volumeError(w, err)
 		return
 	}
-	n.log.Info().Str("volume", name).Msg("volume removal started")
+	n.log.Info().Str("volume", v.Name).Msg("volume removal started")
 	writeAdminJSON(w, volumeStatus(v))
 }
 
 // volumeWritten lists the blocks of a volume that some member holds data
 // for: what `volume rm` must delete.
 func (n *Node) volumeWritten(w http.ResponseWriter, r *http.Request) {
-	cat, err := n.volumeCatalog()
-	if err != nil {
-		volumeError(w, err)
-		return
-	}
-	v, err := cat.Get(mux.Vars(r)["name"])
+	_, v, err := n.requestedVolume(r)
 	if err != nil {
 		volumeError(w, err)
 		return
@@ -193,24 +188,18 @@ func (n *Node) volumeWritten(w http.ResponseWriter, r *http.Request) {
 
 // deleteVolume removes the record of a volume whose removal has started.
 func (n *Node) deleteVolume(w http.ResponseWriter, r *http.Request) {
-	cat, err := n.volumeCatalog()
-	if err != nil {
-		volumeError(w, err)
-		return
-	}
-	name := mux.Vars(r)["name"]
-	v, err := cat.Get(name)
+	cat, v, err := n.requestedVolume(r)
 	if err == nil && v.State != volume.Deleting {
-		err = fmt.Errorf("%w: %s", errVolumeNotDeleting, name)
+		err = fmt.Errorf("%w: %s", errVolumeNotDeleting, v.Name)
 	}
 	if err == nil {
-		err = cat.Delete(name)
+		err = cat.Delete(v.Name)
 	}
 	if err != nil {
 		volumeError(w, err)
 		return
 	}
-	n.log.Info().Str("volume", name).Msg("volume removed")
+	n.log.Info().Str("volume", v.Name).Msg("volume removed")
 	w.WriteHeader(http.StatusNoContent)
 }
 

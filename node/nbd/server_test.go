@@ -11,10 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/goblocks/goblocks/node/hlc"
-	"github.com/goblocks/goblocks/node/replication"
-	"github.com/goblocks/goblocks/node/ring"
-	"github.com/goblocks/goblocks/node/storage/memory"
+	"github.com/goblocks/goblocks/internal/onenode"
+
 	"github.com/goblocks/goblocks/node/volume"
 )
 
@@ -40,16 +38,9 @@ func (e staticExports) List(context.Context) ([]string, error) {
 // newTestServer is a server over a real one-node coordinator with the
 // memory engine.
 func newTestServer(t testing.TB) *Server {
-	c := replication.New(replication.Options{Self: "n1", Engine: memory.New(), Clock: hlc.NewClock(nil, 0)})
-	t.Cleanup(c.Close)
-	r, err := ring.New([]ring.Member{{Name: "n1", Addr: "127.0.0.1:1", VNodes: 4}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetView(ring.View{Current: r, RF: 1})
 	return NewServer(Options{
 		Exports:          staticExports{"v": {Name: "v", Size: 1 << 20, BlockSize: 4096, State: volume.Ready}},
-		Device:           volume.NewIO(c),
+		Device:           volume.NewIO(onenode.Coordinator(t)),
 		HandshakeTimeout: time.Second,
 	})
 }

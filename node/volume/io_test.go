@@ -7,26 +7,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/goblocks/goblocks/node/hlc"
-	"github.com/goblocks/goblocks/node/replication"
-	"github.com/goblocks/goblocks/node/ring"
-	"github.com/goblocks/goblocks/node/storage/memory"
+	"github.com/goblocks/goblocks/internal/onenode"
 )
 
-// newIO is volume I/O over a real coordinator of a one-node ring with the
-// memory engine (the multi-node paths are exercised through NBD in
-// node/app).
-func newIO(t *testing.T) *IO {
-	t.Helper()
-	c := replication.New(replication.Options{Self: "n1", Engine: memory.New(), Clock: hlc.NewClock(nil, 0)})
-	t.Cleanup(c.Close)
-	r, err := ring.New([]ring.Member{{Name: "n1", Addr: "127.0.0.1:1", VNodes: 4}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetView(ring.View{Current: r, RF: 1})
-	return NewIO(c)
-}
+// newIO is volume I/O over a real coordinator of a one-node ring (the
+// multi-node paths are exercised through NBD in node/app).
+func newIO(t *testing.T) *IO { return NewIO(onenode.Coordinator(t)) }
 
 func testVolume(blocks int64) Volume {
 	return Volume{Name: "vol", Size: blocks * 4096, BlockSize: 4096, State: Ready}
