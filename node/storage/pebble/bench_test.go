@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/storage/pebble"
 	"github.com/goblocks/goblocks/node/storage/storagetest"
@@ -129,4 +130,52 @@ func BenchmarkApplyParallelThreeEngines(b *testing.B) {
 		}
 	})
 	reportWrites(b, es[0], next.Load(), start, syncs)
+}
+
+// BenchmarkGCBatchMetaReads: the version checks of a GC batch (256
+// records of one ring arc, in position order) with a point read per
+// record against one ordered iterator, on a store just loaded (its L0
+// not yet compacted, as after a migration's ingest).
+func BenchmarkGCBatchMetaReads(b *testing.B) {
+	const n, batch = 50000, 256
+	e := openWith(b, b.TempDir(), pebble.Options{ByPosition: true}) // as nodes run
+	b.Cleanup(func() { e.Close() })
+	items := make([]storage.Item, 0, 1000)
+	for i := range n {
+		items = append(items, storage.Item{
+			ID:     fmt.Sprintf("blk-%09d", i),
+			Record: storage.NewRecord(storagetest.Block(uint64(i)), storagetest.V(1, "n")),
+		})
+		if len(items) == cap(items) {
+			if _, err := e.ApplyBatch(items); err != nil {
+				b.Fatal(err)
+			}
+			items = items[:0]
+		}
+	}
+	// The ids of an eighth of the ring, in the order a GC pass finds them.
+	var ids []string
+	if err := e.ScanRange(ring.Range{Start: 0, End: 1 << 61}, func(id string, _ storage.Meta) bool {
+		ids = append(ids, id)
+		return true
+	}); err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []struct {
+		name string
+		many bool
+	}{{"point-gets", false}, {"iterator", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			read := 0
+			for b.Loop() {
+				for at := 0; at < len(ids); at += batch {
+					if err := e.ReadMetaForTest(ids[at:min(at+batch, len(ids))], mode.many); err != nil {
+						b.Fatal(err)
+					}
+				}
+				read += len(ids)
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(read), "µs/record")
+		})
+	}
 }
