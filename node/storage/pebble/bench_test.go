@@ -66,6 +66,22 @@ func BenchmarkApplyParallel(b *testing.B) {
 func BenchmarkGet(b *testing.B) {
 	const n = 20000
 	e := benchOpen(b)
+	load(b, e, n)
+	b.SetBytes(storagetest.BlockSize)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), 0))
+		for pb.Next() {
+			if _, err := e.Get(fmt.Sprintf("blk-%09d", r.IntN(n))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// load stores blocks blk-000000000 .. blk-(n-1), 1,000 per batch.
+func load(b *testing.B, e *pebble.Engine, n int) {
 	items := make([]storage.Item, 0, 1000)
 	for i := range n {
 		items = append(items, storage.Item{
@@ -79,17 +95,6 @@ func BenchmarkGet(b *testing.B) {
 			items = items[:0]
 		}
 	}
-	b.SetBytes(storagetest.BlockSize)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		r := rand.New(rand.NewPCG(rand.Uint64(), 0))
-		for pb.Next() {
-			if _, err := e.Get(fmt.Sprintf("blk-%09d", r.IntN(n))); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
 }
 
 func gomaxprocs() int { return runtime.GOMAXPROCS(0) }
@@ -140,19 +145,7 @@ func BenchmarkGCBatchMetaReads(b *testing.B) {
 	const n, batch = 50000, 256
 	e := openWith(b, b.TempDir(), pebble.Options{ByPosition: true}) // as nodes run
 	b.Cleanup(func() { e.Close() })
-	items := make([]storage.Item, 0, 1000)
-	for i := range n {
-		items = append(items, storage.Item{
-			ID:     fmt.Sprintf("blk-%09d", i),
-			Record: storage.NewRecord(storagetest.Block(uint64(i)), storagetest.V(1, "n")),
-		})
-		if len(items) == cap(items) {
-			if _, err := e.ApplyBatch(items); err != nil {
-				b.Fatal(err)
-			}
-			items = items[:0]
-		}
-	}
+	load(b, e, n)
 	// The ids of an eighth of the ring, in the order a GC pass finds them.
 	var ids []string
 	if err := e.ScanRange(ring.Range{Start: 0, End: 1 << 61}, func(id string, _ storage.Meta) bool {
