@@ -62,11 +62,7 @@ type Driver struct {
 	// the last one stopped reading the engine (the app closes it next).
 	transfers sync.WaitGroup
 
-	mu sync.Mutex
-	// gcMu orders GC commits and view changes: a GC batch is committed
-	// under it shared, after checking the view it was decided by is still
-	// d.view; installing a view takes it exclusively.
-	gcMu           sync.RWMutex
+	mu             sync.Mutex
 	snap           membership.Snapshot
 	local          Local
 	status         Status
@@ -260,11 +256,9 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 		roundID, started, prog := d.roundID, d.roundStart, d.progress
 		d.mu.Unlock()
 		v := ring.View{Current: r, RF: d.o.RF}
-		d.gcMu.Lock() // after the GC batch being committed, if any
 		d.o.SetView(v)
 		d.mu.Lock()
 		d.view, d.hasView = v, true
-		d.gcMu.Unlock()
 		d.local.ViewEpoch, d.local.ViewRound = a.Ring.Epoch, ""
 		d.local.TransferRound, d.local.TransferDone = "", false
 		d.roundID = ""
@@ -309,11 +303,9 @@ func (d *Driver) perform(ctx context.Context, snap membership.Snapshot, a Action
 			return err
 		}
 		v := ring.View{Current: cur, Target: target, RF: d.o.RF}
-		d.gcMu.Lock()
 		d.o.SetView(v) // waits for old-view writes
 		d.mu.Lock()
 		d.view = v
-		d.gcMu.Unlock()
 		d.local.ViewRound = a.Barrier.ID
 		d.roundID, d.roundStart, d.progress = a.Barrier.ID, time.Now(), &Progress{}
 		// What this round receives: transfers start only once every
@@ -467,7 +459,7 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		}
 		arcs := scope.arcs(kind, v)
 		start := time.Now()
-		st, next, staleBefore, err := reconcile(ctx, d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs, d.gcStill(v))
+		st, next, staleBefore, err := reconcile(ctx, d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs)
 		st.Pass, st.Seconds = kind.String(), time.Since(start).Seconds()
 		d.o.Metrics.GCSeconds.WithLabelValues(st.Pass).Observe(st.Seconds)
 		scope.done(kind, v, arcs, st.Stale, err)
@@ -488,10 +480,7 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		d.o.Metrics.StaleBlocks.Set(float64(st.Stale))
 		d.o.Metrics.Collected.Add(float64(st.Collected))
 		d.o.Metrics.TombstonesPurged.Add(float64(st.TombstonesPurged))
-		switch {
-		case errors.Is(err, errViewChanged):
-			d.o.Logger.Info().Str("pass", st.Pass).Int64("scanned", st.Scanned).Msg("garbage collection pass stopped: the view changed; the next pass reads every record")
-		case err != nil:
+		if err != nil {
 			d.o.Logger.Warn().Err(err).Msg("garbage collection pass failed")
 		}
 		if st.MarkedStale+st.Collected+st.TombstonesPurged+st.Reowned > 0 {
@@ -503,22 +492,6 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		d.mu.Lock()
 		d.lastGC = st
 		d.mu.Unlock()
-	}
-}
-
-// gcStill is reconcile's check that v is still the view, held (gcMu,
-// shared) until the batch is committed: a view change waits for it.
-func (d *Driver) gcStill(v ring.View) func() (func(), bool) {
-	return func() (func(), bool) {
-		d.gcMu.RLock()
-		d.mu.Lock()
-		same := d.hasView && d.view.Current == v.Current && d.view.Target == v.Target
-		d.mu.Unlock()
-		if !same {
-			d.gcMu.RUnlock()
-			return nil, false
-		}
-		return d.gcMu.RUnlock, true
 	}
 }
 

@@ -2,7 +2,6 @@ package migration
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/goblocks/goblocks/node/adminapi"
@@ -29,16 +28,8 @@ type GCStats = adminapi.GCStats
 // ctx ends the pass stops where it is (a node that left the ring would
 // otherwise mark its whole store stale before it could exit) and returns
 // ctx's error.
-//
-// still, when set, is asked before each batch is committed whether v is
-// still the node's view; it returns a release to call after the commit
-// (view changes wait for it), or false: the pass stops with
-// errViewChanged. A pass can take minutes under load, and a decision made
-// by a replaced view is wrong: a copy the new view gives back to this
-// node would be marked stale or removed.
-func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range, still func() (release func(), ok bool)) (st GCStats, next time.Time, staleBefore int64, err error) {
+func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range) (st GCStats, next time.Time, staleBefore int64, err error) {
 	var firstErr error
-	viewChanged := false
 	expires := func(staleSince time.Time) {
 		if t := staleSince.Add(grace); next.IsZero() || t.Before(next) {
 			next = t
@@ -56,16 +47,8 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 	var batch []storage.Change
 	var kinds []*int64 // the counter each change adds to once done
 	flush := func() {
-		if len(batch) == 0 || viewChanged {
+		if len(batch) == 0 {
 			return
-		}
-		if still != nil {
-			release, ok := still()
-			if !ok {
-				viewChanged = true
-				return
-			}
-			defer release()
 		}
 		done, err := eng.ApplyChanges(batch)
 		if err != nil && firstErr == nil {
@@ -111,7 +94,7 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 			st.Stale++
 			expires(m.StaleSince)
 		}
-		return ctx.Err() == nil && !viewChanged
+		return ctx.Err() == nil
 	}
 	if arcs == nil {
 		err = eng.Scan("", visit)
@@ -125,18 +108,11 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 	if err == nil {
 		err = ctx.Err()
 	}
-	if err == nil && viewChanged {
-		err = errViewChanged
-	}
 	if err != nil {
 		return st, next, staleBefore, err
 	}
 	return st, next, staleBefore, firstErr
 }
-
-// errViewChanged stops a GC pass whose view was replaced; the pass the
-// new view schedules takes over.
-var errViewChanged = errors.New("the view changed during the pass")
 
 // gcBatch is how many changes a GC pass commits at once.
 const gcBatch = 256

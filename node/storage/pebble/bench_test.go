@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goblocks/goblocks/node/ring"
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/storage/pebble"
 	"github.com/goblocks/goblocks/node/storage/storagetest"
@@ -66,22 +65,6 @@ func BenchmarkApplyParallel(b *testing.B) {
 func BenchmarkGet(b *testing.B) {
 	const n = 20000
 	e := benchOpen(b)
-	load(b, e, n)
-	b.SetBytes(storagetest.BlockSize)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		r := rand.New(rand.NewPCG(rand.Uint64(), 0))
-		for pb.Next() {
-			if _, err := e.Get(fmt.Sprintf("blk-%09d", r.IntN(n))); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
-// load stores blocks blk-000000000 .. blk-(n-1), 1,000 per batch.
-func load(b *testing.B, e *pebble.Engine, n int) {
 	items := make([]storage.Item, 0, 1000)
 	for i := range n {
 		items = append(items, storage.Item{
@@ -95,6 +78,17 @@ func load(b *testing.B, e *pebble.Engine, n int) {
 			items = items[:0]
 		}
 	}
+	b.SetBytes(storagetest.BlockSize)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), 0))
+		for pb.Next() {
+			if _, err := e.Get(fmt.Sprintf("blk-%09d", r.IntN(n))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 func gomaxprocs() int { return runtime.GOMAXPROCS(0) }
@@ -135,40 +129,4 @@ func BenchmarkApplyParallelThreeEngines(b *testing.B) {
 		}
 	})
 	reportWrites(b, es[0], next.Load(), start, syncs)
-}
-
-// BenchmarkGCBatchMetaReads: the version checks of a GC batch (256
-// records of one ring arc, in position order) with a point read per
-// record against one ordered iterator, on a store just loaded (its L0
-// not yet compacted, as after a migration's ingest).
-func BenchmarkGCBatchMetaReads(b *testing.B) {
-	const n, batch = 50000, 256
-	e := openWith(b, b.TempDir(), pebble.Options{ByPosition: true}) // as nodes run
-	b.Cleanup(func() { e.Close() })
-	load(b, e, n)
-	// The ids of an eighth of the ring, in the order a GC pass finds them.
-	var ids []string
-	if err := e.ScanRange(ring.Range{Start: 0, End: 1 << 61}, func(id string, _ storage.Meta) bool {
-		ids = append(ids, id)
-		return true
-	}); err != nil {
-		b.Fatal(err)
-	}
-	for _, mode := range []struct {
-		name string
-		many bool
-	}{{"point-gets", false}, {"iterator", true}} {
-		b.Run(mode.name, func(b *testing.B) {
-			read := 0
-			for b.Loop() {
-				for at := 0; at < len(ids); at += batch {
-					if err := e.ReadMetaForTest(ids[at:min(at+batch, len(ids))], mode.many); err != nil {
-						b.Fatal(err)
-					}
-				}
-				read += len(ids)
-			}
-			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(read), "µs/record")
-		})
-	}
 }

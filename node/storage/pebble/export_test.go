@@ -72,19 +72,3 @@ func ConvertSomeForTest(dir string) (int, error) {
 
 // ConvertBatch is convertBatch.
 const ConvertBatch = convertBatch
-
-// ReadMetaForTest reads the stored metadata of ids with one point read
-// each (many false) or with one ordered iterator (many true), as a GC
-// batch's conditional changes do.
-func (e *Engine) ReadMetaForTest(ids []string, many bool) error {
-	if many {
-		_, err := e.readStoredMany(ids)
-		return err
-	}
-	for _, id := range ids {
-		if _, err := e.readStored(id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
