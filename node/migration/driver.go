@@ -459,7 +459,7 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		}
 		arcs := scope.arcs(kind, v)
 		start := time.Now()
-		st, next, staleBefore, err := reconcile(ctx, d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs)
+		st, next, staleBefore, err := reconcile(ctx, d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs, d.gcStill(v))
 		st.Pass, st.Seconds = kind.String(), time.Since(start).Seconds()
 		d.o.Metrics.GCSeconds.WithLabelValues(st.Pass).Observe(st.Seconds)
 		scope.done(kind, v, arcs, st.Stale, err)
@@ -480,7 +480,10 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		d.o.Metrics.StaleBlocks.Set(float64(st.Stale))
 		d.o.Metrics.Collected.Add(float64(st.Collected))
 		d.o.Metrics.TombstonesPurged.Add(float64(st.TombstonesPurged))
-		if err != nil {
+		switch {
+		case errors.Is(err, errViewChanged):
+			d.o.Logger.Info().Str("pass", st.Pass).Int64("scanned", st.Scanned).Msg("garbage collection pass stopped: the view changed; the next pass reads every record")
+		case err != nil:
 			d.o.Logger.Warn().Err(err).Msg("garbage collection pass failed")
 		}
 		if st.MarkedStale+st.Collected+st.TombstonesPurged+st.Reowned > 0 {
@@ -492,6 +495,20 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		d.mu.Lock()
 		d.lastGC = st
 		d.mu.Unlock()
+	}
+}
+
+// gcStill is reconcile's check, before each batch, that v is still the
+// view. No lock is held through the commit: a view change must never wait
+// for a GC batch (which can wait long in the store's commit queue under
+// load), so a batch decided just before a change can still be committed
+// just after it. That window is one batch, against a whole pass before.
+func (d *Driver) gcStill(v ring.View) func() (func(), bool) {
+	return func() (func(), bool) {
+		d.mu.Lock()
+		same := d.hasView && d.view.Current == v.Current && d.view.Target == v.Target
+		d.mu.Unlock()
+		return func() {}, same
 	}
 }
 

@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/goblocks/goblocks/node/adminapi"
@@ -28,8 +29,15 @@ type GCStats = adminapi.GCStats
 // ctx ends the pass stops where it is (a node that left the ring would
 // otherwise mark its whole store stale before it could exit) and returns
 // ctx's error.
-func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range) (st GCStats, next time.Time, staleBefore int64, err error) {
+//
+// still, when set, is asked before each batch is committed whether v is
+// still the node's view (its release runs after the commit); false stops
+// the pass with errViewChanged. A pass can take minutes under load, and a decision made
+// by a replaced view is wrong: a copy the new view gives back to this
+// node would be marked stale or removed.
+func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range, still func() (release func(), ok bool)) (st GCStats, next time.Time, staleBefore int64, err error) {
 	var firstErr error
+	viewChanged := false
 	expires := func(staleSince time.Time) {
 		if t := staleSince.Add(grace); next.IsZero() || t.Before(next) {
 			next = t
@@ -47,8 +55,16 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 	var batch []storage.Change
 	var kinds []*int64 // the counter each change adds to once done
 	flush := func() {
-		if len(batch) == 0 {
+		if len(batch) == 0 || viewChanged {
 			return
+		}
+		if still != nil {
+			release, ok := still()
+			if !ok {
+				viewChanged = true
+				return
+			}
+			defer release()
 		}
 		done, err := eng.ApplyChanges(batch)
 		if err != nil && firstErr == nil {
@@ -94,7 +110,7 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 			st.Stale++
 			expires(m.StaleSince)
 		}
-		return ctx.Err() == nil
+		return ctx.Err() == nil && !viewChanged
 	}
 	if arcs == nil {
 		err = eng.Scan("", visit)
@@ -108,11 +124,18 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 	if err == nil {
 		err = ctx.Err()
 	}
+	if err == nil && viewChanged {
+		err = errViewChanged
+	}
 	if err != nil {
 		return st, next, staleBefore, err
 	}
 	return st, next, staleBefore, firstErr
 }
+
+// errViewChanged stops a GC pass whose view was replaced; the pass the
+// new view schedules takes over.
+var errViewChanged = errors.New("the view changed during the pass")
 
 // gcBatch is how many changes a GC pass commits at once.
 const gcBatch = 256
