@@ -79,7 +79,8 @@ func (c *Client) RemoveVolume(ctx context.Context, name string, progress func(do
 	report()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(16)
-	for _, r := range volume.Ranges(written.Ranges).Clip(volume.MaxSize) {
+	// The node has clipped the ranges to the volume's blocks.
+	for _, r := range written.Ranges {
 		for i := r[0]; i <= r[1] && gctx.Err() == nil; i++ {
 			g.Go(func() error {
 				if err := c.Delete(gctx, volume.BlockID(name, i)); err != nil {
