@@ -370,7 +370,8 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	}
 	zk := zktest.Start(t)
 	gs := &gates{}
-	c := startCluster(t, 5, clusterOpts{zk: zk, zkRoot: "/lin", grace: 3 * time.Second, sessionTimeout: 4 * time.Second, wrapHandler: gs.wrap})
+	const sessionTimeout = 4 * time.Second
+	c := startCluster(t, 5, clusterOpts{zk: zk, zkRoot: "/lin", grace: 3 * time.Second, sessionTimeout: sessionTimeout, wrapHandler: gs.wrap})
 	c.t = t
 	c.waitStable(t, 5)
 	w := newLinWorkload(c, 6, "")
@@ -397,10 +398,18 @@ func TestLinearizableUnderFaults(t *testing.T) {
 		waitHealthy(t, c)
 
 		before := w.noSession.Load()
+		restartStart := time.Now()
 		zk.Restart(t)
+		down := time.Since(restartStart)
 		phase("ZooKeeper restarted", time.Second)
-		if got := w.noSession.Load() - before; got != 0 {
-			t.Errorf("%d requests refused for want of a ZooKeeper session during its restart; sessions were valid", got)
+		// Sessions outlive a restart their clients reconnect within. A
+		// JVM start on two loaded cores can take longer than the
+		// 4 s session timeout, and then the sessions rightly expire.
+		switch got := w.noSession.Load() - before; {
+		case got != 0 && down < sessionTimeout/2:
+			t.Errorf("%d requests refused for want of a ZooKeeper session during its restart (down %v, session timeout %v); sessions were valid", got, down.Round(time.Millisecond), sessionTimeout)
+		case got != 0:
+			t.Logf("%d requests refused for want of a ZooKeeper session: ZooKeeper was down %v, sessions of %v could expire", got, down.Round(time.Millisecond), sessionTimeout)
 		}
 
 		gs.of(3).slowWrites.Store(int64(20 * time.Millisecond))

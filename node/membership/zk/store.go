@@ -108,6 +108,8 @@ func New(o Options) (*Store, error) {
 	}
 	conn, _, err := zk.Connect(o.Servers, o.SessionTimeout,
 		zk.WithLogger(zkLogger{o.Logger}),
+		// The library's own receive timeout: two thirds of the session.
+		zk.WithDialer(boundedReadDialer(o.SessionTimeout*2/3)),
 		// The library's event channel drops events when full; the callback
 		// sees every state change.
 		zk.WithEventCallback(s.onEvent))
