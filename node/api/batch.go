@@ -146,8 +146,16 @@ func (s *server) batchFetch(w http.ResponseWriter, r *http.Request) {
 
 // batchMeta answers the metadata of each id in order (wire.PathBatchMeta):
 // the version query every write starts with, for many writes in one
-// request and without reading payloads.
-func (s *server) batchMeta(w http.ResponseWriter, r *http.Request) {
+// request and without reading payloads. With verify
+// (wire.PathBatchDigest) each payload is read and checked first: the
+// digest replies of reads, which must find a damaged copy.
+func (s *server) batchMeta(verify bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.answerMeta(w, r, verify)
+	}
+}
+
+func (s *server) answerMeta(w http.ResponseWriter, r *http.Request, verify bool) {
 	ids, err := wire.DecodeIDs(r.Body, ValidateID)
 	if err != nil {
 		s.fail(w, r, "internalget", err)
@@ -156,7 +164,7 @@ func (s *server) batchMeta(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	out := make([]byte, 0, len(ids)*32)
 	for _, id := range ids {
-		m, err := s.o.Local.GetMeta(id)
+		m, err := s.localMeta(id, verify)
 		switch {
 		case err == nil:
 			out = wire.AppendMeta(append(out, wire.FetchFound), m)
@@ -168,4 +176,14 @@ func (s *server) batchMeta(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	_, _ = w.Write(out)
+}
+
+// localMeta reads id's metadata, through the whole record when verify is
+// set (its checksum is checked on the way).
+func (s *server) localMeta(id string, verify bool) (storage.Meta, error) {
+	if !verify {
+		return s.o.Local.GetMeta(id)
+	}
+	rec, err := s.o.Local.Get(id)
+	return rec.Meta(), err
 }

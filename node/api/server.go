@@ -138,7 +138,8 @@ func NewHandler(o Options) http.Handler {
 	})
 	internal.Handle("/batch/apply", Methods{http.MethodPost: s.batchApply})
 	internal.Handle("/batch/fetch", Methods{http.MethodPost: s.batchFetch})
-	internal.Handle("/batch/meta", Methods{http.MethodPost: s.batchMeta})
+	internal.Handle("/batch/meta", Methods{http.MethodPost: s.batchMeta(false)})
+	internal.Handle("/batch/digest", Methods{http.MethodPost: s.batchMeta(true)})
 	if o.AntiEntropy != nil {
 		internal.Handle("/antientropy/digest", Methods{http.MethodGet: s.antiEntropyDigest})
 		internal.Handle("/antientropy/ids", Methods{http.MethodPost: s.antiEntropyIDs})

@@ -1,6 +1,8 @@
 package app
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -277,6 +279,7 @@ func TestCorruptTableRepairedByReads(t *testing.T) {
 		t.Fatal("the flipped byte damaged no block: the test proves nothing")
 	}
 	t.Logf("%d local copies damaged", damaged)
+	c.checkDigestsFindDamage(t, 1, blocks)
 	if lost := c.verifyAcked(t, 1, blocks); lost != 0 {
 		t.Fatalf("%d acknowledged blocks lost", lost)
 	}
@@ -291,6 +294,55 @@ func TestCorruptTableRepairedByReads(t *testing.T) {
 	}
 	if _, h := c.health(1); !h.has("corrupt_store") {
 		t.Fatalf("health %+v does not report the damaged store", h)
+	}
+}
+
+// checkDigestsFindDamage asks node i for the digests of blocks, as
+// coordinators' quorum reads do: a copy whose payload fails its checksum
+// answers corrupt (so the read repairs it without moving the payload),
+// every other copy its version.
+func (c *testCluster) checkDigestsFindDamage(t *testing.T, i int, blocks acked) {
+	t.Helper()
+	var ids []string
+	for id := range blocks {
+		ids = append(ids, id)
+	}
+	var replies []byte
+	for start := 0; start < len(ids); start += wire.MaxBatch {
+		batch := ids[start:min(start+wire.MaxBatch, len(ids))]
+		code, body, _, err := c.do(http.MethodPost, c.url(i, wire.PathBatchDigest), []byte(strings.Join(batch, "\n")), c.tokenHeader(i)...)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("digest batch: %d %s %v", code, body, err)
+		}
+		replies = append(replies, body...)
+	}
+	r := bufio.NewReader(bytes.NewReader(replies))
+	corrupt := 0
+	for _, id := range ids {
+		status, err := r.ReadByte()
+		if err != nil {
+			t.Fatalf("digest replies cut short at %s: %v", id, err)
+		}
+		_, local := c.nodes[i].Engine().Get(id)
+		switch {
+		case status == wire.FetchCorrupt:
+			corrupt++
+			if !errors.Is(local, storage.ErrCorrupt) {
+				t.Errorf("%s: digest says corrupt, the engine says %v", id, local)
+			}
+		case status == wire.FetchFound:
+			if _, err := wire.ReadMeta(r); err != nil {
+				t.Fatal(err)
+			}
+			if local != nil {
+				t.Errorf("%s: digest found, the engine says %v", id, local)
+			}
+		default:
+			t.Errorf("%s: digest status %q", id, status)
+		}
+	}
+	if corrupt == 0 {
+		t.Error("no digest reported a damaged copy")
 	}
 }
 

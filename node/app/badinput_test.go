@@ -83,6 +83,9 @@ func TestBadInputRejectedAndChangesNothing(t *testing.T) {
 		{"batch meta too many", "POST", "/internal/batch/meta", []byte(strings.Repeat("x\n", 300)), auth, 400, "malformed"},
 		{"batch meta without token", "POST", "/internal/batch/meta", []byte("keep"), nil, 401, "unauthorized"},
 		{"batch meta get", "GET", "/internal/batch/meta", nil, auth, 405, "method_not_allowed"},
+		{"batch digest bad id", "POST", "/internal/batch/digest", []byte("ok\nb/d"), auth, 400, "invalid_id"},
+		{"batch digest too many", "POST", "/internal/batch/digest", []byte(strings.Repeat("x\n", 300)), auth, 400, "malformed"},
+		{"batch digest without token", "POST", "/internal/batch/digest", []byte("keep"), nil, 401, "unauthorized"},
 		{"internal unknown", "GET", "/internal/nothing", nil, auth, 404, "no_route"},
 	}
 	for _, tc := range tests {

@@ -39,6 +39,11 @@ type Peers interface {
 	Fetch(ctx context.Context, addr, id string) (storage.Record, error)
 	// FetchMeta is Fetch without the payload.
 	FetchMeta(ctx context.Context, addr, id string) (storage.Meta, error)
+	// FetchDigest is FetchMeta after the replica has read its payload
+	// and checked it against its checksum (an error wrapping
+	// storage.ErrCorrupt if it fails): the digest reply of a read, which
+	// finds a damaged copy as a full read does without moving it.
+	FetchDigest(ctx context.Context, addr, id string) (storage.Meta, error)
 }
 
 // Options configure a Coordinator.
@@ -201,7 +206,8 @@ func (c *Coordinator) writeNewest(ctx context.Context, id string, build func(hlc
 // migration) for the version they hold of id, metadata only, and moves the
 // clock past the newest once the consistency level has answered. Every
 // write acknowledged before is held by a quorum, which intersects this
-// one.
+// one. Only as many owners are asked as the decision needs, this node
+// first (no network hop); another is asked for each that fails or is slow.
 func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl Consistency) error {
 	v := c.view.Load()
 	if v == nil {
@@ -209,18 +215,14 @@ func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl C
 	}
 	old, pending := v.Owners(id)
 	q := newQuorum(cl.Required, names(old), names(pending))
-	targets := c.localFirst(unionMembers(old, pending))
-	results := make(chan outcome, len(targets))
-	for _, m := range targets {
-		c.background(ctx, func(rctx context.Context) {
-			meta, err := c.fetchMetaFrom(rctx, m, id)
-			if errors.Is(err, storage.ErrNotFound) {
-				err = nil
-			}
-			results <- outcome{member: m, held: meta.Version, err: err}
-		})
+	ask := func(rctx context.Context, m ring.Member) outcome {
+		meta, err := c.fetchMetaFrom(rctx, m, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			err = nil
+		}
+		return outcome{member: m, held: meta.Version, err: err}
 	}
-	ok, errs, err := awaitQuorum(ctx, q, results, func(r outcome) error {
+	ok, errs, err := c.askQuorum(ctx, q, c.localFirst(unionMembers(old, pending)), ask, func(r outcome) error {
 		if r.err == nil && !r.held.IsZero() {
 			if err := c.o.Clock.Observe(r.held.Timestamp); err != nil {
 				return fmt.Errorf("holds %s: %w", r.held, err)
@@ -236,6 +238,56 @@ func (c *Coordinator) observeQuorumVersions(ctx context.Context, id string, cl C
 		return fmt.Errorf("%w: write %q at %s: too few owners told their version: %w", ErrUnavailable, id, cl, errors.Join(errs...))
 	}
 	return nil
+}
+
+// askQuorum runs ask for candidates in order until q is decided, keeping
+// only as many calls in flight as could decide it if each counted: one
+// more is started for each answer that judge refuses, and one more each
+// time the answers are slower than the usual replica latency (a stalled
+// replica must not hold the request until its timeout). judge returns nil
+// for an answer that counts and the reason otherwise; err is the
+// context's error if it ended first.
+func (c *Coordinator) askQuorum(ctx context.Context, q *quorum, candidates []ring.Member, ask func(context.Context, ring.Member) outcome, judge func(outcome) error) (ok bool, errs []error, err error) {
+	results := make(chan outcome, len(candidates))
+	inflight := make(map[string]bool, len(candidates))
+	next := 0
+	launch := func() {
+		m := candidates[next]
+		next++
+		inflight[m.Name] = true
+		c.background(ctx, func(rctx context.Context) { results <- ask(rctx, m) })
+	}
+	slow := c.fetchLatency.threshold(c.o.SpeculativeAfter)
+	speculate := time.NewTimer(slow)
+	defer speculate.Stop()
+	for {
+		if done, ok := q.decided(); done {
+			return ok, errs, nil
+		}
+		for next < len(candidates) && q.short(inflight) {
+			launch()
+		}
+		if len(inflight) == 0 {
+			return false, errs, nil // every candidate answered and q is still open: not members of its sets
+		}
+		select {
+		case r := <-results:
+			delete(inflight, r.member.Name)
+			jerr := judge(r)
+			if jerr != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.member.Name, jerr))
+			}
+			q.record(r.member.Name, jerr == nil)
+		case <-speculate.C:
+			if next < len(candidates) {
+				c.o.Metrics.SpeculativeReads.Inc()
+				launch()
+			}
+			speculate.Reset(slow)
+		case <-ctx.Done():
+			return false, errs, ctx.Err()
+		}
+	}
 }
 
 // awaitQuorum records the outcomes arriving on results in q until q is
@@ -270,6 +322,8 @@ type outcome struct {
 	member ring.Member
 	rec    storage.Record
 	held   hlc.Version // writes: the version the replica holds afterwards
+	// digest: rec carries the replica's version and no payload.
+	digest bool
 	err    error
 }
 
@@ -350,11 +404,24 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl Consistency) (stora
 	}
 	results := make(chan outcome, len(candidates))
 	next, inflight := 0, 0
+	// Digest reads: one replica sends the payload, the others only their
+	// version; the payload moves once unless a digest shows a newer
+	// version (fetched from that replica below). A payload read is asked
+	// while none has succeeded and none is in flight.
+	payloadOK, payloadInflight := false, 0
 	launch := func() {
 		m := candidates[next]
 		next++
 		inflight++
+		digest := payloadOK || payloadInflight > 0
+		if !digest {
+			payloadInflight++
+		}
 		c.background(ctx, func(rctx context.Context) {
+			if digest {
+				results <- c.digestFrom(rctx, m, id)
+				return
+			}
 			rec, err := c.fetchFrom(rctx, m, id)
 			results <- outcome{member: m, rec: rec, err: err}
 		})
@@ -382,6 +449,10 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl Consistency) (stora
 		select {
 		case r := <-results:
 			inflight--
+			if !r.digest {
+				payloadInflight--
+				payloadOK = payloadOK || r.err == nil
+			}
 			if r.err == nil && !r.rec.Version.IsZero() {
 				if err := c.o.Clock.Observe(r.rec.Version.Timestamp); err != nil {
 					r.err = fmt.Errorf("replica holds %s: %w", r.rec.Version, err)
@@ -414,7 +485,61 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl Consistency) (stora
 	if next < len(old) && (cl == All || rand.Float64() < c.o.ReadRepairChance) {
 		unasked = candidates[next:len(old)]
 	}
+	got, err := c.payloadOfNewest(ctx, id, got)
+	if err != nil {
+		return storage.Record{}, err
+	}
 	return c.answer(ctx, id, cl, got, unasked, old, pending)
+}
+
+// digestFrom reads m's version of id without the payload, as an outcome
+// of a digest read.
+func (c *Coordinator) digestFrom(ctx context.Context, m ring.Member, id string) (r outcome) {
+	ctx, end := c.replicaSpan(ctx, "replica.fetch_digest", m, id)
+	defer func() { end(r.err) }()
+	var meta storage.Meta
+	var err error
+	if m.Name == c.o.Self {
+		var rec storage.Record
+		rec, err = c.o.Engine.Get(id)
+		meta = rec.Meta()
+	} else {
+		start := time.Now()
+		meta, err = c.o.Peers.FetchDigest(ctx, m.Addr, id)
+		if err == nil || errors.Is(err, storage.ErrNotFound) {
+			c.fetchLatency.observe(time.Since(start))
+		}
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return outcome{member: m, digest: true}
+	}
+	rec := storage.Record{Version: meta.Version, Checksum: meta.Checksum, Tombstone: meta.Tombstone, StaleSince: meta.StaleSince}
+	return outcome{member: m, rec: rec, digest: true, err: err}
+}
+
+// payloadOfNewest makes sure the newest reply of a digest read carries its
+// payload: when a digest reply is newer than every payload read, the
+// payload is fetched from that replica. The replica may hold a newer
+// version by then (a concurrent write), which is as good an answer: it
+// replaces the digest. A failed fetch fails the read (nothing is
+// answered that the quorum did not vouch for).
+func (c *Coordinator) payloadOfNewest(ctx context.Context, id string, got []outcome) ([]outcome, error) {
+	i := newestIndex(got)
+	if i < 0 || !got[i].digest || got[i].rec.Tombstone {
+		return got, nil
+	}
+	c.o.Metrics.DigestMismatches.Inc()
+	r := got[i]
+	rec, err := c.fetchFrom(ctx, r.member, id)
+	if err == nil && r.rec.Version.Newer(rec.Version) {
+		err = fmt.Errorf("answered version %s, then sent %s", r.rec.Version, rec.Version)
+	}
+	if err != nil {
+		c.o.Metrics.QuorumFailures.WithLabelValues("read").Inc()
+		return nil, fmt.Errorf("%w: read %q: the replica with the newest version failed to send it: %s: %w", ErrUnavailable, id, r.member.Name, err)
+	}
+	got[i] = outcome{member: r.member, rec: rec}
+	return got, nil
 }
 
 // answer picks the newest of the replies, makes it durable at the
@@ -530,16 +655,12 @@ func (c *Coordinator) writeBack(ctx context.Context, id string, cl Consistency, 
 // node that has already swapped reach only the new owners).
 func (c *Coordinator) getMigrating(ctx context.Context, id string, cl Consistency, old, pending []ring.Member) (storage.Record, error) {
 	q := newQuorum(cl.Required, names(old), names(pending))
-	targets := c.localFirst(unionMembers(old, pending))
-	results := make(chan outcome, len(targets))
-	for _, m := range targets {
-		c.background(ctx, func(rctx context.Context) {
-			rec, err := c.fetchFrom(rctx, m, id)
-			results <- outcome{member: m, rec: rec, err: err}
-		})
+	ask := func(rctx context.Context, m ring.Member) outcome {
+		rec, err := c.fetchFrom(rctx, m, id)
+		return outcome{member: m, rec: rec, err: err}
 	}
 	var got []outcome
-	ok, errs, err := awaitQuorum(ctx, q, results, func(r outcome) error {
+	ok, errs, err := c.askQuorum(ctx, q, c.localFirst(unionMembers(old, pending)), ask, func(r outcome) error {
 		if r.err == nil && !r.rec.Version.IsZero() {
 			if err := c.o.Clock.Observe(r.rec.Version.Timestamp); err != nil {
 				return fmt.Errorf("replica holds %s: %w", r.rec.Version, err)
@@ -560,14 +681,29 @@ func (c *Coordinator) getMigrating(ctx context.Context, id string, cl Consistenc
 	return c.answer(ctx, id, cl, got, nil, old, pending)
 }
 
+// newestOf returns the newest record among the replies (the zero record
+// when none holds one).
 func newestOf(rs []outcome) storage.Record {
-	var newest storage.Record
-	for _, r := range rs {
-		if r.err == nil && r.rec.Version.Newer(newest.Version) {
-			newest = r.rec
+	if i := newestIndex(rs); i >= 0 {
+		return rs[i].rec
+	}
+	return storage.Record{}
+}
+
+// newestIndex returns the index of the newest reply, preferring one with
+// its payload to a digest of the same version; -1 when no reply holds a
+// record.
+func newestIndex(rs []outcome) int {
+	i := -1
+	for j, r := range rs {
+		if r.err != nil || r.rec.Version.IsZero() {
+			continue
+		}
+		if i < 0 || r.rec.Version.Newer(rs[i].rec.Version) || (r.rec.Version == rs[i].rec.Version && rs[i].digest && !r.digest) {
+			i = j
 		}
 	}
-	return newest
+	return i
 }
 
 // repairLagging sends the newest record to every replica that answered

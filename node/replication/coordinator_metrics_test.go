@@ -238,15 +238,24 @@ func (p *mxPeers) FetchMeta(_ context.Context, addr, id string) (storage.Meta, e
 	return r.getMeta(id)
 }
 
+func (p *mxPeers) FetchDigest(ctx context.Context, addr, id string) (storage.Meta, error) {
+	rec, err := p.Fetch(ctx, addr, id)
+	return rec.Meta(), err
+}
+
 // mxCounts is every counter the coordinator exports.
 type mxCounts struct {
 	RepairOK, RepairFailed, Dropped, Fallbacks, QuorumWrite, QuorumRead float64
+	// Digest: reads whose newest version came as a digest, so the payload
+	// was fetched from that replica.
+	Digest float64
 }
 
 func (a mxCounts) sub(b mxCounts) mxCounts {
 	return mxCounts{
 		a.RepairOK - b.RepairOK, a.RepairFailed - b.RepairFailed, a.Dropped - b.Dropped,
 		a.Fallbacks - b.Fallbacks, a.QuorumWrite - b.QuorumWrite, a.QuorumRead - b.QuorumRead,
+		a.Digest - b.Digest,
 	}
 }
 
@@ -258,6 +267,7 @@ func mxRead(m *Metrics) mxCounts {
 		Fallbacks:    testutil.ToFloat64(m.Fallbacks),
 		QuorumWrite:  testutil.ToFloat64(m.QuorumFailures.WithLabelValues("write")),
 		QuorumRead:   testutil.ToFloat64(m.QuorumFailures.WithLabelValues("read")),
+		Digest:       testutil.ToFloat64(m.DigestMismatches),
 	}
 }
 
@@ -427,9 +437,11 @@ func TestCoordinatorMetrics(t *testing.T) {
 			seed:  [3]mxVer{N, Z, N},
 			want:  mxCounts{RepairOK: 1},
 			after: [3]mxVer{N, N, N}},
+		// The own replica sends the payload, the peer a digest: the
+		// digest is newer, so the payload comes from that peer.
 		{name: "get/stale own replica", op: "get", cl: Quorum,
 			seed:  [3]mxVer{O, N, N},
-			want:  mxCounts{RepairOK: 1},
+			want:  mxCounts{RepairOK: 1, Digest: 1},
 			after: [3]mxVer{N, N, N}},
 		{name: "get/stale unasked peer, no repair chance", op: "get", cl: Quorum, repairChance: 0,
 			seed:  [3]mxVer{N, N, O},
@@ -626,10 +638,11 @@ func mxRun(t *testing.T, tc mxCase, id string) {
 	}
 	afterTotals := mxFamilyTotals(t, reg)
 	for name, want := range map[string]float64{
-		"blocks_read_repairs_total":         tc.want.RepairOK + tc.want.RepairFailed,
-		"blocks_read_repairs_dropped_total": tc.want.Dropped,
-		"blocks_read_fallbacks_total":       tc.want.Fallbacks,
-		"blocks_quorum_failures_total":      tc.want.QuorumWrite + tc.want.QuorumRead,
+		"blocks_read_repairs_total":           tc.want.RepairOK + tc.want.RepairFailed,
+		"blocks_read_repairs_dropped_total":   tc.want.Dropped,
+		"blocks_read_fallbacks_total":         tc.want.Fallbacks,
+		"blocks_quorum_failures_total":        tc.want.QuorumWrite + tc.want.QuorumRead,
+		"blocks_read_digest_mismatches_total": tc.want.Digest,
 	} {
 		if d := afterTotals[name] - beforeTotals[name]; d != want {
 			t.Errorf("%s summed over all labels moved by %v, want %v", name, d, want)

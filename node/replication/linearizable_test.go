@@ -78,6 +78,10 @@ func (p *lzPeers) FetchMeta(ctx context.Context, addr, id string) (storage.Meta,
 	return rec.Meta(), err
 }
 
+func (p *lzPeers) FetchDigest(ctx context.Context, addr, id string) (storage.Meta, error) {
+	return p.FetchMeta(ctx, addr, id)
+}
+
 // lzCoordinator is member self's coordinator over the shared replicas,
 // with its wall clock read from wall.
 func lzCoordinator(t *testing.T, p *lzPeers, self string, wall func() time.Time, mode ReadRepairMode) (*Coordinator, *Metrics) {

@@ -17,6 +17,9 @@ type Metrics struct {
 	// SpeculativeReads counts reads that asked one more owner because a
 	// replica was slower than the usual latency.
 	SpeculativeReads prometheus.Counter
+	// DigestMismatches counts reads whose newest version came as a digest
+	// (version only), so its payload had to be fetched from that replica.
+	DigestMismatches prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -44,6 +47,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		SpeculativeReads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "blocks_speculative_reads_total", Help: "Reads that also asked the next owner because a replica was slow.",
 		}),
+		DigestMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "blocks_read_digest_mismatches_total", Help: "Reads whose newest version was a digest reply, so its payload was fetched from that replica.",
+		}),
 	}
 	// Pre-create the labelled series so the first event shows in rate().
 	m.Repairs.WithLabelValues("ok")
@@ -53,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.WriteBacks.WithLabelValues("ok")
 	m.WriteBacks.WithLabelValues("failed")
 	if reg != nil {
-		reg.MustRegister(m.Repairs, m.RepairsDropped, m.Fallbacks, m.QuorumFailures, m.Superseded, m.WriteBacks, m.SpeculativeReads)
+		reg.MustRegister(m.Repairs, m.RepairsDropped, m.Fallbacks, m.QuorumFailures, m.Superseded, m.WriteBacks, m.SpeculativeReads, m.DigestMismatches)
 	}
 	return m
 }

@@ -68,6 +68,25 @@ func (q *quorum) decided() (done, ok bool) {
 	return all, all
 }
 
+// short reports whether some set would miss its need even if every
+// member in flight acked: the caller asks another member. A coordinator
+// that asks only as many replicas as the decision needs (the version
+// query, reads) calls it after each answer.
+func (q *quorum) short(inflight map[string]bool) bool {
+	for _, s := range q.sets {
+		n := s.acks
+		for _, m := range s.members {
+			if inflight[m] {
+				n++
+			}
+		}
+		if n < s.need {
+			return true
+		}
+	}
+	return false
+}
+
 // unionNames returns the union of the sets' members in first-seen order.
 func unionNames(sets ...[]string) []string {
 	var out []string

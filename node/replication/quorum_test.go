@@ -48,6 +48,45 @@ func TestQuorumDecisions(t *testing.T) {
 	}
 }
 
+func TestQuorumShort(t *testing.T) {
+	tests := []struct {
+		name     string
+		cl       Consistency
+		old, new []string
+		acks     []string
+		inflight []string
+		short    bool
+	}{
+		{"nothing asked", Quorum, []string{"a", "b", "c"}, nil, nil, nil, true},
+		{"one in flight", Quorum, []string{"a", "b", "c"}, nil, nil, []string{"a"}, true},
+		{"two in flight", Quorum, []string{"a", "b", "c"}, nil, nil, []string{"a", "b"}, false},
+		{"one acked, one in flight", Quorum, []string{"a", "b", "c"}, nil, []string{"a"}, []string{"c"}, false},
+		{"one acked, none in flight", Quorum, []string{"a", "b", "c"}, nil, []string{"a"}, nil, true},
+		{"all needs three", All, []string{"a", "b", "c"}, nil, []string{"a"}, []string{"b"}, true},
+		{"one needs one", One, []string{"a", "b", "c"}, nil, nil, []string{"b"}, false},
+		{"in flight outside the sets counts nowhere", Quorum, []string{"a", "b", "c"}, nil, nil, []string{"a", "x"}, true},
+		{"migration: old set covered, new set short", Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
+			nil, []string{"a", "b"}, true},
+		{"migration: shared and one of each", Quorum, []string{"a", "b", "c"}, []string{"a", "d", "e"},
+			[]string{"a"}, []string{"b", "d"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := newQuorum(tc.cl.Required, tc.old, tc.new)
+			for _, a := range tc.acks {
+				q.record(a, true)
+			}
+			inflight := map[string]bool{}
+			for _, m := range tc.inflight {
+				inflight[m] = true
+			}
+			if got := q.short(inflight); got != tc.short {
+				t.Fatalf("short() = %v, want %v", got, tc.short)
+			}
+		})
+	}
+}
+
 func TestUnionNames(t *testing.T) {
 	got := unionNames([]string{"a", "b", "c"}, []string{"b", "d"}, nil)
 	want := []string{"a", "b", "c", "d"}

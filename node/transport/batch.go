@@ -85,7 +85,17 @@ func (c *Client) FetchBatch(ctx context.Context, addr string, ids []string) ([]w
 // MetaBatch reads the metadata of the peer's copies of ids (at most
 // wire.MaxBatch). replies[i] answers ids[i].
 func (c *Client) MetaBatch(ctx context.Context, addr string, ids []string) ([]wire.MetaReply, error) {
-	resp, err := c.postIDs(ctx, addr, wire.PathBatchMeta, ids)
+	return c.metaBatch(ctx, addr, wire.PathBatchMeta, ids)
+}
+
+// DigestBatch is MetaBatch with each payload read and checked by the
+// peer: a copy that fails its checksum answers wire.FetchCorrupt.
+func (c *Client) DigestBatch(ctx context.Context, addr string, ids []string) ([]wire.MetaReply, error) {
+	return c.metaBatch(ctx, addr, wire.PathBatchDigest, ids)
+}
+
+func (c *Client) metaBatch(ctx context.Context, addr, path string, ids []string) ([]wire.MetaReply, error) {
+	resp, err := c.postIDs(ctx, addr, path, ids)
 	if err != nil {
 		return nil, err
 	}

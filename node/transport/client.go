@@ -122,7 +122,7 @@ func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record)
 	if c.traced(ctx) {
 		return c.ApplyOne(ctx, addr, id, rec)
 	}
-	r, err := c.submit(ctx, addr, true, &call{id: id, rec: rec})
+	r, err := c.submit(ctx, addr, kindApply, &call{id: id, rec: rec})
 	return r.held, err
 }
 
@@ -132,7 +132,7 @@ func (c *Client) Fetch(ctx context.Context, addr, id string) (storage.Record, er
 	if c.traced(ctx) {
 		return c.FetchOne(ctx, addr, id)
 	}
-	r, err := c.submit(ctx, addr, false, &call{id: id})
+	r, err := c.submit(ctx, addr, kindFetch, &call{id: id})
 	return r.rec, err
 }
 
@@ -180,8 +180,32 @@ func (c *Client) FetchOne(ctx context.Context, addr, id string) (storage.Record,
 	return c.get(ctx, http.MethodGet, addr, id)
 }
 
-// FetchMeta returns the peer's record metadata without the payload.
+// FetchMeta returns the peer's record metadata without the payload:
+// the version query before a write and the digest replies of a read.
+// Concurrent calls to one peer share batch requests.
 func (c *Client) FetchMeta(ctx context.Context, addr, id string) (storage.Meta, error) {
+	if c.traced(ctx) {
+		return c.FetchMetaOne(ctx, addr, id)
+	}
+	r, err := c.submit(ctx, addr, kindMeta, &call{id: id})
+	return r.meta, err
+}
+
+// FetchDigest returns the peer's record metadata after the peer checked
+// its payload against the checksum: a read's digest reply. Concurrent
+// calls to one peer share batch requests.
+func (c *Client) FetchDigest(ctx context.Context, addr, id string) (storage.Meta, error) {
+	if c.traced(ctx) {
+		rec, err := c.FetchOne(ctx, addr, id)
+		return rec.Meta(), err
+	}
+	r, err := c.submit(ctx, addr, kindDigest, &call{id: id})
+	return r.meta, err
+}
+
+// FetchMetaOne reads the peer's metadata in a request of its own (HEAD
+// /internal/block/{id}).
+func (c *Client) FetchMetaOne(ctx context.Context, addr, id string) (storage.Meta, error) {
 	rec, err := c.get(ctx, http.MethodHead, addr, id)
 	return rec.Meta(), err
 }

@@ -46,6 +46,7 @@ type call struct {
 
 type callResult struct {
 	rec  storage.Record // fetch
+	meta storage.Meta   // meta
 	held hlc.Version    // apply: the version the peer holds afterwards
 	err  error
 }
@@ -56,9 +57,19 @@ const (
 )
 
 type pipeKey struct {
-	addr  string
-	apply bool
+	addr string
+	kind callKind
 }
+
+// callKind is what a pipeline's batches do at the peer.
+type callKind uint8
+
+const (
+	kindApply  callKind = iota // wire.PathBatchApply
+	kindFetch                  // wire.PathBatchFetch
+	kindMeta                   // wire.PathBatchMeta: versions, no payloads
+	kindDigest                 // wire.PathBatchDigest: versions, payloads checked there
+)
 
 type pipelines struct {
 	mu      sync.Mutex
@@ -75,13 +86,13 @@ var errClientClosed = errors.New("transport: client closed")
 
 // pipelineFor returns the running pipeline to addr, starting one if there
 // is none.
-func (c *Client) pipelineFor(addr string, apply bool) (*pipeline, error) {
+func (c *Client) pipelineFor(addr string, kind callKind) (*pipeline, error) {
 	c.pipes.mu.Lock()
 	defer c.pipes.mu.Unlock()
 	if c.pipes.closed {
 		return nil, errClientClosed
 	}
-	k := pipeKey{addr, apply}
+	k := pipeKey{addr, kind}
 	if p := c.pipes.byPeer[k]; p != nil {
 		return p, nil
 	}
@@ -96,10 +107,10 @@ func (c *Client) pipelineFor(addr string, apply bool) (*pipeline, error) {
 }
 
 // submit hands a call to the peer's pipeline and waits for its result.
-func (c *Client) submit(ctx context.Context, addr string, apply bool, cl *call) (callResult, error) {
+func (c *Client) submit(ctx context.Context, addr string, kind callKind, cl *call) (callResult, error) {
 	cl.ctx, cl.done = ctx, make(chan callResult, 1)
 	for handed := false; !handed; {
-		p, err := c.pipelineFor(addr, apply)
+		p, err := c.pipelineFor(addr, kind)
 		if err != nil {
 			return callResult{}, err
 		}
@@ -232,39 +243,28 @@ func (p *pipeline) send(batch []*call) {
 	defer cancel()
 	stop := context.AfterFunc(p.c.closingCtx, cancel)
 	defer stop()
-	addr := p.key.addr
 	closedErr := func(err error) error {
 		if p.c.closingCtx.Err() != nil {
 			return fmt.Errorf("%w: %w", errClientClosed, err)
 		}
 		return err
 	}
-	if p.key.apply {
-		items := make([]storage.Item, len(live))
-		for i, cl := range live {
-			items[i] = storage.Item{ID: cl.id, Record: cl.rec}
-		}
-		results, err := p.c.ApplyBatch(ctx, addr, items)
-		if err != nil {
-			err = closedErr(err)
-		}
-		for i, cl := range live {
-			switch {
-			case err != nil:
-				cl.done <- callResult{err: err}
-			case results[i].Applied:
-				cl.done <- callResult{held: cl.rec.Version}
-			default:
-				cl.done <- callResult{held: results[i].Held}
-			}
-		}
-		return
+	switch p.key.kind {
+	case kindApply:
+		p.sendApply(ctx, live, closedErr)
+	case kindFetch:
+		p.sendFetch(ctx, live, closedErr)
+	case kindMeta, kindDigest:
+		p.sendMeta(ctx, live, closedErr)
 	}
-	ids := make([]string, len(live))
+}
+
+func (p *pipeline) sendApply(ctx context.Context, live []*call, closedErr func(error) error) {
+	items := make([]storage.Item, len(live))
 	for i, cl := range live {
-		ids[i] = cl.id
+		items[i] = storage.Item{ID: cl.id, Record: cl.rec}
 	}
-	replies, err := p.c.FetchBatch(ctx, addr, ids)
+	results, err := p.c.ApplyBatch(ctx, p.key.addr, items)
 	if err != nil {
 		err = closedErr(err)
 	}
@@ -272,12 +272,70 @@ func (p *pipeline) send(batch []*call) {
 		switch {
 		case err != nil:
 			cl.done <- callResult{err: err}
-		case replies[i].Status == wire.FetchAbsent:
-			cl.done <- callResult{err: storage.ErrNotFound}
-		case replies[i].Status == wire.FetchCorrupt:
-			cl.done <- callResult{err: fmt.Errorf("%w: %s reports its copy of %q unreadable", storage.ErrCorrupt, addr, cl.id)}
+		case results[i].Applied:
+			cl.done <- callResult{held: cl.rec.Version}
 		default:
-			cl.done <- callResult{rec: replies[i].Record}
+			cl.done <- callResult{held: results[i].Held}
 		}
 	}
+}
+
+func (p *pipeline) sendFetch(ctx context.Context, live []*call, closedErr func(error) error) {
+	replies, err := p.c.FetchBatch(ctx, p.key.addr, callIDs(live))
+	if err != nil {
+		err = closedErr(err)
+	}
+	for i, cl := range live {
+		cerr := err
+		if cerr == nil {
+			cerr = statusErr(p.key.addr, replies[i].Status, cl.id)
+		}
+		if cerr != nil {
+			cl.done <- callResult{err: cerr}
+			continue
+		}
+		cl.done <- callResult{rec: replies[i].Record}
+	}
+}
+
+func (p *pipeline) sendMeta(ctx context.Context, live []*call, closedErr func(error) error) {
+	metaBatch := p.c.MetaBatch
+	if p.key.kind == kindDigest {
+		metaBatch = p.c.DigestBatch
+	}
+	replies, err := metaBatch(ctx, p.key.addr, callIDs(live))
+	if err != nil {
+		err = closedErr(err)
+	}
+	for i, cl := range live {
+		cerr := err
+		if cerr == nil {
+			cerr = statusErr(p.key.addr, replies[i].Status, cl.id)
+		}
+		if cerr != nil {
+			cl.done <- callResult{err: cerr}
+			continue
+		}
+		cl.done <- callResult{meta: replies[i].Meta}
+	}
+}
+
+// statusErr maps a batch fetch or meta status other than found to the
+// error a single call returns.
+func statusErr(addr string, status byte, id string) error {
+	switch status {
+	case wire.FetchAbsent:
+		return storage.ErrNotFound
+	case wire.FetchCorrupt:
+		return fmt.Errorf("%w: %s reports its copy of %q unreadable", storage.ErrCorrupt, addr, id)
+	}
+	return nil
+}
+
+func callIDs(calls []*call) []string {
+	ids := make([]string, len(calls))
+	for i, cl := range calls {
+		ids[i] = cl.id
+	}
+	return ids
 }

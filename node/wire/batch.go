@@ -144,6 +144,11 @@ type FetchReply struct {
 // coordinator asks every owner before a write, without the payload.
 const PathBatchMeta = "/internal/batch/meta"
 
+// PathBatchDigest is PathBatchMeta with each payload read and checked
+// against its checksum first (FetchCorrupt when it fails): the digest
+// replies of quorum reads.
+const PathBatchDigest = "/internal/batch/digest"
+
 // MetaReply answers one id of a batch meta request: Meta is set when
 // Status is FetchFound.
 type MetaReply struct {
