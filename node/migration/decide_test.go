@@ -2,11 +2,11 @@ package migration
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/goblocks/goblocks/node/membership"
+	"github.com/goblocks/goblocks/node/ring"
 )
 
 func m(names ...string) []membership.Member {
@@ -146,7 +146,7 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// A new round's target keeps the committed members' tokens and gives a
+// A new round's target keeps the committed members' token counts and gives a
 // joining member tokens of its own; the first ring gets tokens too.
 func TestDecideAllocatesTokens(t *testing.T) {
 	first, _ := Decide(membership.Snapshot{Connected: true, Members: m("a", "b", "c")}, Local{Self: "a", RF: 3}, func() string { return "r1" })
@@ -171,8 +171,9 @@ func TestDecideAllocatesTokens(t *testing.T) {
 	}
 	for _, mm := range target {
 		if i := memberIndex(committed.Members, mm.Name); i >= 0 {
-			if !slices.Equal(mm.Tokens, committed.Members[i].Tokens) {
-				t.Errorf("%s's tokens changed with the join", mm.Name)
+			// Nudges may move some a little; none is added or dropped.
+			if len(mm.Tokens) != len(committed.Members[i].Tokens) {
+				t.Errorf("%s had %d tokens before the join, %d after", mm.Name, len(committed.Members[i].Tokens), len(mm.Tokens))
 			}
 		} else if len(mm.Tokens) != mm.VNodes {
 			t.Errorf("joining %s has %d tokens for %d vnodes", mm.Name, len(mm.Tokens), mm.VNodes)
@@ -187,29 +188,39 @@ func TestDecideAllocatesTokens(t *testing.T) {
 	}
 }
 
-// When a member leaves, its tokens go to the others: every token of the
-// committed ring stays, and the remaining members keep their own.
+// When a member leaves, its tokens go to the others: the ring keeps its
+// number of tokens, the remaining members keep theirs (nudged a little at
+// most), and the data that moves is close to what the leaver held.
 func TestPlaceTargetHandsLeaversTokensOn(t *testing.T) {
 	committed := placeTarget(nil, m("a", "b", "c", "d", "e"), 3)
 	target := placeTarget(committed, m("a", "b", "c", "e"), 3)
-	var before, after []uint64
+	before, after := 0, 0
 	for _, mm := range committed {
-		before = append(before, mm.Tokens...)
-		if i := memberIndex(target, mm.Name); i >= 0 {
-			for _, tok := range mm.Tokens {
-				if !slices.Contains(target[i].Tokens, tok) {
-					t.Fatalf("%s lost token %d", mm.Name, tok)
-				}
-			}
+		before += len(mm.Tokens)
+		if i := memberIndex(target, mm.Name); i >= 0 && len(target[i].Tokens) < len(mm.Tokens) {
+			t.Fatalf("%s had %d tokens, has %d", mm.Name, len(mm.Tokens), len(target[i].Tokens))
 		}
 	}
 	for _, mm := range target {
-		after = append(after, mm.Tokens...)
+		after += len(mm.Tokens)
 	}
-	slices.Sort(before)
-	slices.Sort(after)
-	if !slices.Equal(before, after) {
-		t.Fatalf("tokens before %d, after %d: the leaver's tokens must all be handed on", len(before), len(after))
+	if before != after {
+		t.Fatalf("tokens before %d, after %d: the leaver's tokens must all be handed on", before, after)
+	}
+	old, err := ringOf(committed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := ringOf(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var moved float64
+	for _, mv := range ring.Diff(old, now, 3) {
+		moved += mv.Range.Fraction() * float64(len(mv.To))
+	}
+	if held := old.Shares(3)["d"] * 3; moved > 1.1*held {
+		t.Fatalf("%.4f of the key space moved for the %.4f d held", moved, held)
 	}
 	if err := (membership.Barrier{ID: "r", Target: target, Participants: []string{"a"}}).Validate(); err != nil {
 		t.Fatal(err)

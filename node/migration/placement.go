@@ -16,11 +16,12 @@ func ringOf(ms []membership.Member) (*ring.Ring, error) {
 }
 
 // placeTarget gives the members of a new ring their tokens: members of the
-// committed ring keep theirs, so nothing moves between them; members that
-// leave hand theirs to the remaining ones (ring.Release); each member new
-// to the ring gets tokens chosen by ring.Allocate. Both even out the
-// replica load at rf, and a change moves about what it must: what a new
-// member gains, what a leaver held. With rf <= 0, or members that do not
+// committed ring keep theirs (nudged a little within their neighbours to
+// even out the load); members that leave hand theirs to the remaining ones
+// (ring.Release); each member new to the ring gets tokens chosen by
+// ring.Allocate. Both even out the replica load at rf, and a change moves
+// close to what it must: what a new member gains, what a leaver held
+// (at most 1.06x and 1.09x of it). With rf <= 0, or members that do not
 // form a ring, target is returned as it is (tokens derived from names).
 func placeTarget(committed, target []membership.Member, rf int) []membership.Member {
 	if rf <= 0 {

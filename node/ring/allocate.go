@@ -8,17 +8,21 @@ import (
 )
 
 // Allocate returns the members of a ring that adds joining to current,
-// with explicit tokens: current's members keep theirs (materialized when
-// they were derived from names), so nothing moves between them, and each
-// joining member gets its VNodes tokens placed one at a time where they
-// best even out the replica load at rf: the sum over members of load²/vnodes,
-// the load being the share of the key space a member holds a replica of.
-// The result is deterministic (the same inputs give the same tokens on
-// every node) and sorted by name.
+// with explicit tokens (materialized for members whose tokens were
+// derived from names). Each joining member gets its VNodes tokens placed
+// one at a time where they best even out the replica load at rf: the sum
+// over members of load²/vnodes, the load being the share of the key space
+// a member holds a replica of. Then nudge moves some existing tokens a
+// little, within their neighbours, for at most nudgeBudget more data than
+// the joiner gains: the joiner alone cannot give load back to members it
+// displaced. Current members keep their number of tokens. The result is
+// deterministic (the same inputs give the same tokens on every node) and
+// sorted by name.
 //
 // Random tokens (xxh64 of the name) leave the busiest of 4–64 nodes with
 // 1.2–1.35x the mean load at 20 vnodes each; allocated tokens keep it
-// within a few percent (TestAllocateBalance).
+// within 1.05 (TestAllocateBalance), for at most 1.06x the data the
+// joiner gains (TestAllocateMovesCloseToTheOptimum).
 func Allocate(current *Ring, joining []Member, rf int) ([]Member, error) {
 	a, err := newAllocation(current, rf)
 	if err != nil {
@@ -34,6 +38,9 @@ func Allocate(current *Ring, joining []Member, rf int) ([]Member, error) {
 			return nil, fmt.Errorf("%w: %q with %d vnodes", ErrInvalidMember, m.Name, m.VNodes)
 		}
 		a.join(m)
+		// What the joining member gained is what this join had to move;
+		// a few percent more evens out the members it could not help.
+		a.nudge(a.loads()[a.index[m.Name]]*nudgeBudget, 1)
 	}
 	return a.members(), nil
 }
@@ -41,8 +48,9 @@ func Allocate(current *Ring, joining []Member, rf int) ([]Member, error) {
 // Release returns current's members minus the leaving ones, with explicit
 // tokens: each leaving member's tokens stay where they are and go, one by
 // one, to the remaining member that best evens out the replica load at rf
-// (so a member may end up with more tokens than VNodes). Only the
-// replicas the leavers held move: each arc they owned gets one new owner.
+// (so a member may end up with more tokens than VNodes), the data that
+// moves priced in. Then nudge evens out the rest, with whatever the hand
+// over left of maxMoveRatio times what the leavers held.
 func Release(current *Ring, leaving []string, rf int) ([]Member, error) {
 	a, err := newAllocation(current, rf)
 	if err != nil {
@@ -59,6 +67,8 @@ func Release(current *Ring, leaving []string, rf int) ([]Member, error) {
 	if stay == 0 {
 		return nil, nil
 	}
+	before := a.loads()
+	walks := a.walks()
 	var freed []int
 	for i := range a.tokens {
 		if gone[a.owner[i]] {
@@ -67,6 +77,19 @@ func Release(current *Ring, leaving []string, rf int) ([]Member, error) {
 	}
 	// Each freed token to the member it helps most, then the same again
 	// with every other freed token placed (greedy choices are myopic).
+	// Where the leaver held several tokens within one arc's walk, giving
+	// them to different members displaces an owner that stays (two new
+	// owners for the leaver's one): the data moved is priced in too,
+	// relative to the balance it buys.
+	cost0, held := a.cost(before, gone), 0.0
+	for m, l := range before {
+		if gone[m] {
+			held += l
+		}
+	}
+	objective := func() float64 {
+		return float64(stay)*a.cost(a.loads(), gone)/cost0 + movePrice*a.newOwners(walks)/held
+	}
 	for range 1 + refinePasses {
 		for _, i := range freed {
 			best, bestCost := a.owner[i], math.Inf(1)
@@ -75,13 +98,16 @@ func Release(current *Ring, leaving []string, rf int) ([]Member, error) {
 					continue
 				}
 				a.owner[i] = m
-				if c := a.cost(a.loads(), gone); c < bestCost {
+				if c := objective(); c < bestCost {
 					best, bestCost = m, c
 				}
 			}
 			a.owner[i] = best
 		}
 	}
+	// The leave itself may move a little more than the leaver held (see
+	// above); nudge gets what is left of the allowance.
+	a.nudge(held*maxMoveRatio-a.newOwners(walks), 32)
 	var out []Member
 	for id, m := range a.ms {
 		if gone[id] {
@@ -182,6 +208,153 @@ func (a *allocation) join(m Member) {
 
 // refinePasses is how many times a joining member's tokens are re-placed.
 const refinePasses = 4
+
+// nudgeBudget is how much data, as a share of what a join must move,
+// nudge may move on top of it (the issue allows 10 %).
+const nudgeBudget = 0.05
+
+// maxMoveRatio bounds what a leave moves, nudges included, as a multiple
+// of what the leaver held (a little under the issue's 1.1).
+const maxMoveRatio = 1.09
+
+// movePrice weighs data moved (as a share of the leaver's) against
+// balance (the cost as a share of the cost before the leave) when a
+// leaver's tokens are handed on.
+const movePrice = 2
+
+// nudge moves tokens of any member within their neighbours, so the order
+// of tokens, and with it the owners of every arc, stays the same: moving
+// token i clockwise by d hands the first d of arc i+1 to arc i, whose
+// owners differ by one member at most (the gainers below). A join can
+// only place the joiner's tokens, which leaves members it displaced
+// under-loaded; this lets every member's share move toward its vnodes'
+// share, for at most budget of the key space (counted once per copy)
+// moved beyond the join or leave itself.
+//
+// Each step takes the token whose move lowers the cost (Σ load²/vnodes)
+// fastest per unit of data moved, to the point where the cost is least
+// (the cost is quadratic in d), or budget/steps, or the end of the
+// budget. Measured (TestAllocateBalance, TestReleaseBalance): after a
+// join one step to the least cost does best (max/mean 1.034 over 3–64
+// nodes; 1.058 in 32 steps); after a leave, 32 small steps (1.049
+// against 1.059).
+func (a *allocation) nudge(budget float64, steps int) {
+	n := len(a.tokens)
+	if n < 3 || budget <= 0 {
+		return
+	}
+	walks := a.walks()
+	load := a.loads()
+	inv := make([]float64, len(a.ms))
+	for m := range a.ms {
+		inv[m] = 1 / float64(a.ms[m].VNodes)
+	}
+	// A member's marginal cost of one more unit of load is 2·load/vnodes.
+	marginal := func(ms []int) (sum, curv float64) {
+		for _, m := range ms {
+			sum += load[m] * inv[m]
+			curv += inv[m]
+		}
+		return sum, curv
+	}
+	const minStep = 1.0 / (1 << 40) // below this, moves are noise
+	// Small steps: the steepest move now may not be the steepest after
+	// the next ones, and the budget is better spread over many.
+	stepCap := budget / float64(steps)
+	for budget > minStep {
+		best, bestD, bestRate := -1, 0.0, 1e-9
+		var bestUp, bestDown []int
+		for i := range n {
+			j := (i + 1) % n
+			up := without(walks[i], walks[j])   // owners of arc i only: gain when d > 0
+			down := without(walks[j], walks[i]) // owners of arc j only: lose when d > 0
+			if len(up) == 0 || len(up) != len(down) {
+				continue
+			}
+			su, cu := marginal(up)
+			sd, cd := marginal(down)
+			// cost(d) - cost(0) = 2d(su - sd) + d²(cu + cd), least at d*.
+			d := (sd - su) / (cu + cd)
+			// Tokens stay apart, and in order: none crosses zero.
+			lo := -(a.arcFraction(i) - 2*minStep)
+			hi := a.arcFraction(j) - 2*minStep
+			if i == 0 {
+				lo = max(lo, -float64(a.tokens[0])/(1<<64)+2*minStep)
+			}
+			if i == n-1 {
+				hi = min(hi, float64(math.MaxUint64-a.tokens[i])/(1<<64)-2*minStep)
+			}
+			d = min(max(d, min(lo, 0)), max(hi, 0))
+			rate := 2 * math.Abs(su-sd) / float64(len(up)) // cost saved per unit moved, at the start
+			if math.Abs(d) < minStep || rate <= bestRate {
+				continue
+			}
+			best, bestD, bestRate, bestUp, bestDown = i, d, rate, up, down
+		}
+		if best < 0 {
+			return
+		}
+		moved := math.Abs(bestD) * float64(len(bestUp))
+		if limit := min(budget, stepCap); moved > limit {
+			bestD *= limit / moved
+			moved = limit
+		}
+		budget -= moved
+		if bestD > 0 {
+			a.tokens[best] += uint64(bestD * (1 << 64))
+		} else {
+			a.tokens[best] -= uint64(-bestD * (1 << 64))
+		}
+		for _, m := range bestUp {
+			load[m] += bestD
+		}
+		for _, m := range bestDown {
+			load[m] -= bestD
+		}
+	}
+	a.syncMemberTokens()
+}
+
+// syncMemberTokens rebuilds each member's token list from the ring's.
+func (a *allocation) syncMemberTokens() {
+	for m := range a.ms {
+		a.ms[m].Tokens = a.ms[m].Tokens[:0]
+	}
+	for i, t := range a.tokens {
+		a.ms[a.owner[i]].Tokens = append(a.ms[a.owner[i]].Tokens, t)
+	}
+}
+
+// newOwners is the share of the key space (counted once per copy) whose
+// owners now include members that were not among them in walks, taken
+// before tokens changed hands (their positions unchanged).
+func (a *allocation) newOwners(walks [][]int) float64 {
+	var moved float64
+	for j := range a.tokens {
+		moved += a.arcFraction(j) * float64(len(without(a.ownersOf(j, -1, 0, -1), walks[j])))
+	}
+	return moved
+}
+
+// walks returns the owners of each token's arc.
+func (a *allocation) walks() [][]int {
+	out := make([][]int, len(a.tokens))
+	for i := range a.tokens {
+		out[i] = slices.Clone(a.ownersOf(i, -1, 0, -1))
+	}
+	return out
+}
+
+// without returns the members of a that are not in b.
+func without(a, b []int) []int {
+	var out []int
+	for _, m := range a {
+		if !slices.Contains(b, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 // bestToken returns the position for member id's next token that
 // minimizes the cost, trying every arc at its best split point. The first

@@ -18,46 +18,82 @@ func spread(r *Ring, rf int) (hi, lo float64) {
 	return hi, lo
 }
 
-// Bounds of the replica shares (share/mean) that allocation keeps.
-const maxSpread, minSpread = 1.07, 0.75
-
-// maxSpreadAfterLeaves bounds max/mean once nodes left (their tokens
-// dropped instead: up to 1.25 in the same sequence).
-const maxSpreadAfterLeaves = 1.10
+// Bounds of the replica shares (share/mean) that allocation keeps: the
+// issue's 1.05 for the busiest member. After joins (measured: 1.034, 0.869)
+// the least loaded member can be further below the mean than the busiest
+// is above it (the joiner's 20 tokens cannot split arcs finely enough, and
+// nudges may move only 5 % more than the join); after leaves (measured:
+// 1.049, 0.975; dropping the leavers' tokens instead gives up to 1.25)
+// both sides are close.
+const (
+	maxSpread, minSpread                       = 1.05, 0.85
+	maxSpreadAfterLeaves, minSpreadAfterLeaves = 1.05, 0.95
+	maxSpreadOldestLeaves                      = 1.20
+)
 
 // Growing a cluster one node at a time to 64 nodes, allocated tokens keep
-// every node's replica share near the mean at RF=3.
+// every node's replica share near the mean at RF=3. At 3, 4, 8, 16, 32 and
+// 64 nodes the log has a row of the table in BENCHMARKS.md: the spread
+// after the join and what it moved for what the joiner gained, then the
+// same after the oldest node leaves that ring.
 func TestAllocateBalance(t *testing.T) {
 	var r *Ring
 	worstHi, worstLo := 0.0, 9.0
+	t.Logf("%5s | %8s %8s %10s | %8s %8s %10s", "nodes", "max/mean", "min/mean", "join moved", "max/mean", "min/mean", "leave moved")
 	for n := 1; n <= 64; n++ {
-		ms, err := Allocate(r, []Member{{Name: fmt.Sprintf("node-%02d", n), VNodes: DefaultVNodes}}, 3)
+		joiner := fmt.Sprintf("node-%02d", n)
+		ms, err := Allocate(r, []Member{{Name: joiner, VNodes: DefaultVNodes}}, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
+		prev := r
 		r = mustNew(t, ms)
 		if n < 3 {
 			continue
 		}
 		hi, lo := spread(r, 3)
 		worstHi, worstLo = max(worstHi, hi), min(worstLo, lo)
-		// The goal is 1.05; this allocator reaches 1.062 at worst
 		// (random tokens: up to 1.35, TestBalance).
 		if hi > maxSpread || lo < minSpread {
 			t.Errorf("%d nodes: max/mean %.3f, min/mean %.3f; want within %.2f and %.2f", n, hi, lo, maxSpread, minSpread)
 		}
+		if !slices.Contains([]int{3, 4, 8, 16, 32, 64}, n) {
+			continue
+		}
+		joinMoved := 0.0
+		if prev.Len() >= 3 {
+			joinMoved = movedFraction(prev, r, 3) / (r.Shares(3)[joiner] * 3)
+		}
+		rest, err := Release(r, []string{"node-01"}, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		left := mustNew(t, rest)
+		lhi, llo := spread(left, 3)
+		leaveMoved := movedFraction(r, left, 3) / (r.Shares(3)["node-01"] * 3)
+		// The oldest member leaving a large ring is the hard case: joins
+		// can leave a few wide arcs and runs of near-empty ones, and
+		// handing on the leaver's tokens within the 1.1x allowance does
+		// not even them out (measured: 1.158 at 64 nodes).
+		if lhi > maxSpreadOldestLeaves || llo < minSpreadAfterLeaves || leaveMoved > 1.1 {
+			t.Errorf("%d nodes, node-01 left: max/mean %.3f, min/mean %.3f, moved %.3fx what it held", n, lhi, llo, leaveMoved)
+		}
+		t.Logf("%5d | %8.3f %8.3f %10.3f | %8.3f %8.3f %10.3f", n, hi, lo, joinMoved, lhi, llo, leaveMoved)
 	}
 	t.Logf("3-64 nodes, RF=3, 20 vnodes: max/mean <= %.3f, min/mean >= %.3f", worstHi, worstLo)
 }
 
-// A join moves only what the joining member gains: every arc whose owners
-// change gains the new member and loses at most one old owner; old
-// members keep their tokens. Over random join and leave sequences.
-func TestAllocateMovesOnlyToTheJoiner(t *testing.T) {
+// A join or a leave moves close to the optimum over random join and leave
+// sequences: at most 1.1x what the joining member gains, or what the
+// leaving member held. Old members keep their number of tokens on a join
+// (nudge moves some of them a little, within their neighbours) and gain
+// the leaver's on a leave.
+func TestAllocateMovesCloseToTheOptimum(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	var r *Ring
 	next := 0
-	for step := range 40 {
+	worstJoin, worstLeave := 0.0, 0.0
+	for step := range 60 {
 		var ms []Member
 		var joined, left string
 		if r != nil && r.Len() > 3 && rng.IntN(3) == 0 {
@@ -76,36 +112,37 @@ func TestAllocateMovesOnlyToTheJoiner(t *testing.T) {
 			}
 		}
 		nr := mustNew(t, ms)
-		if r != nil {
-			for _, m := range r.Members() {
-				nm, ok := nr.Member(m.Name)
-				if !ok {
-					continue
-				}
-				old, now := sortedTokens(r, m.Name), sortedTokens(nr, m.Name)
-				// A join changes nobody's tokens; a leave only adds the
-				// leaver's to the others'.
-				if joined != "" && !slices.Equal(old, now) || left != "" && !subset(old, now) {
-					t.Fatalf("step %d: %s's tokens changed: %d -> %d (%v)", step, m.Name, len(old), len(nm.Tokens), nm.Tokens)
-				}
+		if r == nil {
+			r = nr
+			continue
+		}
+		for _, m := range r.Members() {
+			if m.Name == left {
+				continue
 			}
-			if left != "" {
-				// A freed token can displace an owner besides the leaver
-				// where the leaver held several tokens in a row.
-				moved, held := movedFraction(r, nr, 3), r.Shares(3)[left]*3
-				if moved > held*1.1 {
-					t.Fatalf("step %d: %.4f of the key space moved for %.4f held by %s", step, moved, held, left)
-				}
+			old, now := len(sortedTokens(r, m.Name)), len(sortedTokens(nr, m.Name))
+			if joined != "" && now != old || left != "" && now < old {
+				t.Fatalf("step %d: %s had %d tokens, has %d", step, m.Name, old, now)
 			}
-			if joined != "" {
-				moved, gained := movedFraction(r, nr, 3), nr.Shares(3)[joined]*3
-				if moved > gained*1.0001 {
-					t.Fatalf("step %d: %.4f of the key space moved for %.4f gained by %s", step, moved, gained, joined)
-				}
+		}
+		moved := movedFraction(r, nr, 3)
+		if left != "" {
+			held := r.Shares(3)[left] * 3
+			worstLeave = max(worstLeave, moved/held)
+			if moved > held*1.1 {
+				t.Fatalf("step %d: %.4f of the key space moved for %.4f held by %s", step, moved, held, left)
+			}
+		}
+		if joined != "" {
+			gained := nr.Shares(3)[joined] * 3
+			worstJoin = max(worstJoin, moved/gained)
+			if moved > gained*1.1 {
+				t.Fatalf("step %d: %.4f of the key space moved for %.4f gained by %s", step, moved, gained, joined)
 			}
 		}
 		r = nr
 	}
+	t.Logf("moved / optimum: joins <= %.3f, leaves <= %.3f", worstJoin, worstLeave)
 }
 
 func subset(a, b []uint64) bool {
@@ -137,9 +174,8 @@ func TestReleaseBalance(t *testing.T) {
 		r = mustNew(t, ms)
 		hi, lo := spread(r, 3)
 		worst = max(worst, hi)
-		// Looser than after joins: a leaver's tokens keep their places.
-		if hi > maxSpreadAfterLeaves || lo < minSpread {
-			t.Errorf("without %s (%d nodes): max/mean %.3f, min/mean %.3f; want within %.2f and %.2f", gone, r.Len(), hi, lo, maxSpreadAfterLeaves, minSpread)
+		if hi > maxSpreadAfterLeaves || lo < minSpreadAfterLeaves {
+			t.Errorf("without %s (%d nodes): max/mean %.3f, min/mean %.3f; want within %.2f and %.2f", gone, r.Len(), hi, lo, maxSpreadAfterLeaves, minSpreadAfterLeaves)
 		}
 	}
 	t.Logf("24 -> 18 nodes by leaves: max/mean <= %.3f", worst)
