@@ -105,7 +105,7 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 		case m.StaleSince.IsZero():
 			change(storage.Change{ID: id, Version: m.Version, StaleSince: now}, &st.MarkedStale)
 		case now.Sub(m.StaleSince) >= grace:
-			change(storage.Change{ID: id, Version: m.Version, Remove: true}, &st.Collected)
+			change(storage.Change{ID: id, Version: m.Version, Remove: true, StaleSince: m.StaleSince}, &st.Collected)
 		default:
 			st.Stale++
 			expires(m.StaleSince)

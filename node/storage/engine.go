@@ -70,6 +70,11 @@ type Engine interface {
 
 // Change is one conditional change of ApplyChanges: remove the record, or
 // set its StaleSince (zero: owned again), if its version is still Version.
+// A removal with StaleSince set also needs the record still stale since
+// then: garbage collection decides to remove a stale copy by a view that a
+// ring change can replace before the commit, and a copy that a transfer
+// has made owned again in between (the same version, sent to its new
+// owner) must stay.
 type Change struct {
 	ID         string
 	Version    hlc.Version

@@ -214,14 +214,21 @@ func (e *Engine) MarkStale(id string, v hlc.Version, since time.Time) (bool, err
 
 // Remove deletes id's record if its version is still v.
 func (e *Engine) Remove(id string, v hlc.Version) (bool, error) {
+	return e.remove(storage.Change{ID: id, Version: v, Remove: true})
+}
+
+// remove makes a removal Change: version, and stale mark when set, must
+// still be those of the record.
+func (e *Engine) remove(c storage.Change) (bool, error) {
 	if err := e.check(); err != nil {
 		return false, err
 	}
-	s := e.shardOf(id)
+	s := e.shardOf(c.ID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	id := c.ID
 	rec, ok := s.recs[id]
-	if !ok || rec.Version.Compare(v) != 0 {
+	if !ok || rec.Version.Compare(c.Version) != 0 || !c.StaleSince.IsZero() && !rec.StaleSince.Equal(c.StaleSince) {
 		return false, nil
 	}
 	delete(s.recs, id)
@@ -235,7 +242,7 @@ func (e *Engine) ApplyChanges(changes []storage.Change) ([]bool, error) {
 	for i, c := range changes {
 		var err error
 		if c.Remove {
-			done[i], err = e.Remove(c.ID, c.Version)
+			done[i], err = e.remove(c)
 		} else {
 			done[i], err = e.MarkStale(c.ID, c.Version, c.StaleSince)
 		}

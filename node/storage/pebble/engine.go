@@ -591,6 +591,8 @@ func (e *Engine) changeLocked(changes []storage.Change) ([]bool, error) {
 			return nil, fmt.Errorf("pebble: change %q: %w", c.ID, cur.bad)
 		case cur.meta.Version.Compare(c.Version) != 0:
 			continue
+		case c.Remove && !c.StaleSince.IsZero() && staleNanos(cur.meta.StaleSince) != staleNanos(c.StaleSince):
+			continue // owned again, or marked anew, since the removal was decided
 		case c.Remove:
 			if err := b.Delete(e.lay.metaKey(c.ID), nil); err != nil {
 				return nil, err

@@ -444,7 +444,20 @@ func testApplyChanges(t *testing.T, e storage.Engine) {
 	mustApply(t, e, "remove", rec(V(3, "n")), true)
 	mustApply(t, e, "purge", storage.NewTombstone(V(4, "n")), true)
 	mustApply(t, e, "newer", rec(V(9, "n")), true)
-	wantCount(t, e, 4)
+	// Stale copies: one still stale since the time its removal was
+	// decided, one a transfer made owned again in between (the same
+	// version, sent as owned), one marked anew.
+	for _, id := range []string{"collect", "reowned", "remarked"} {
+		mustApply(t, e, id, rec(V(6, "n")), true)
+		if ok, err := e.MarkStale(id, V(6, "n"), since); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	mustApply(t, e, "reowned", rec(V(6, "n")), true)
+	if ok, err := e.MarkStale("remarked", V(6, "n"), since.Add(time.Second)); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	wantCount(t, e, 7)
 	done, err := e.ApplyChanges([]storage.Change{
 		{ID: "mark", Version: V(1, "n"), StaleSince: since},
 		{ID: "unmark", Version: V(2, "n")},
@@ -452,9 +465,17 @@ func testApplyChanges(t *testing.T, e storage.Engine) {
 		{ID: "purge", Version: V(4, "n"), Remove: true},
 		{ID: "newer", Version: V(5, "n"), Remove: true}, // a newer write won
 		{ID: "missing", Version: V(1, "n"), StaleSince: since},
+		{ID: "collect", Version: V(6, "n"), Remove: true, StaleSince: since},
+		{ID: "reowned", Version: V(6, "n"), Remove: true, StaleSince: since},
+		{ID: "remarked", Version: V(6, "n"), Remove: true, StaleSince: since},
 	})
-	if err != nil || !slices.Equal(done, []bool{true, true, true, true, false, false}) {
+	if err != nil || !slices.Equal(done, []bool{true, true, true, true, false, false, true, false, false}) {
 		t.Fatalf("ApplyChanges = %v, %v", done, err)
+	}
+	for _, id := range []string{"reowned", "remarked"} {
+		if _, err := e.GetMeta(id); err != nil {
+			t.Errorf("%s removed though its stale mark changed after the removal was decided: %v", id, err)
+		}
 	}
 	if m, err := e.GetMeta("mark"); err != nil || !m.StaleSince.Equal(since) {
 		t.Errorf("mark: %+v, %v", m, err)
@@ -468,7 +489,7 @@ func testApplyChanges(t *testing.T, e storage.Engine) {
 		}
 	}
 	CheckRecord(t, mustGet(t, e, "newer"), rec(V(9, "n")))
-	wantCount(t, e, 3)
+	wantCount(t, e, 5)
 	if done, err := e.ApplyChanges(nil); err != nil || len(done) != 0 {
 		t.Errorf("no changes: %v, %v", done, err)
 	}
