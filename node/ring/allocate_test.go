@@ -145,15 +145,6 @@ func TestAllocateMovesCloseToTheOptimum(t *testing.T) {
 	t.Logf("moved / optimum: joins <= %.3f, leaves <= %.3f", worstJoin, worstLeave)
 }
 
-func subset(a, b []uint64) bool {
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			return false
-		}
-	}
-	return true
-}
-
 // Nodes leaving one by one hand their tokens to the others: the shares
 // stay as even as after joins.
 func TestReleaseBalance(t *testing.T) {
