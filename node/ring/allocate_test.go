@@ -19,14 +19,13 @@ func spread(r *Ring, rf int) (hi, lo float64) {
 }
 
 // Bounds of the replica shares (share/mean) that allocation keeps: the
-// issue's 1.05 for the busiest member. After joins (measured: 1.034, 0.869)
-// the least loaded member can be further below the mean than the busiest
-// is above it (the joiner's 20 tokens cannot split arcs finely enough, and
-// nudges may move only 5 % more than the join); after leaves (measured:
-// 1.049, 0.975; dropping the leavers' tokens instead gives up to 1.25)
-// both sides are close.
+// issue's 1.05 for the busiest member, and a floor for the least loaded
+// one. Measured: after joins 1.028 and 0.944 (the joiner's 20 tokens
+// cannot split arcs finely enough, and nudges may move only 5 % more than
+// the join); after leaves 1.049 and 0.975 (dropping the leavers' tokens
+// instead gives up to 1.25).
 const (
-	maxSpread, minSpread                       = 1.05, 0.85
+	maxSpread, minSpread                       = 1.05, 0.92
 	maxSpreadAfterLeaves, minSpreadAfterLeaves = 1.05, 0.95
 	maxSpreadOldestLeaves                      = 1.20
 )
@@ -74,7 +73,7 @@ func TestAllocateBalance(t *testing.T) {
 		// The oldest member leaving a large ring is the hard case: joins
 		// can leave a few wide arcs and runs of near-empty ones, and
 		// handing on the leaver's tokens within the 1.1x allowance does
-		// not even them out (measured: 1.158 at 64 nodes).
+		// not even them out (measured: 1.137 at 64 nodes).
 		if lhi > maxSpreadOldestLeaves || llo < minSpreadAfterLeaves || leaveMoved > 1.1 {
 			t.Errorf("%d nodes, node-01 left: max/mean %.3f, min/mean %.3f, moved %.3fx what it held", n, lhi, llo, leaveMoved)
 		}
