@@ -67,6 +67,8 @@ type Engine struct {
 	// reads m/ and d/ of the same write.
 	seed    maphash.Seed
 	stripes [numStripes]sync.RWMutex
+	// metas caches recently used metadata, coherent under the stripes.
+	metas metaCache
 
 	// live is the number of non-tombstone records. It is only changed with
 	// the stripe of the affected id held and after the commit succeeded,
@@ -269,6 +271,30 @@ func boolInt(b bool) int64 {
 //
 // Live may count one too many after such a repair: the record behind the
 // corrupt block may have been counted at Open. Undecodable values were not.
+// lookup is readStored through the metadata cache; the caller holds id's
+// stripe (shared or exclusive), so a fill cannot race a commit.
+func (e *Engine) lookup(stripe int, id string) (stored, error) {
+	if m, ok := e.metas.get(stripe, id); ok {
+		return stored{found: true, meta: m}, nil
+	}
+	cur, err := e.readStored(id)
+	if err == nil && cur.found && cur.bad == nil {
+		e.metas.put(stripe, id, cur.meta)
+	}
+	return cur, err
+}
+
+// remember records in the cache what a commit left for id (nothing when
+// it was not committed or its state is unknown); the caller holds id's
+// stripe exclusively.
+func (e *Engine) remember(stripe int, id string, st stored, committed bool) {
+	if committed && st.found && st.bad == nil {
+		e.metas.put(stripe, id, st.meta)
+		return
+	}
+	e.metas.drop(stripe, id)
+}
+
 func (e *Engine) readStored(id string) (stored, error) {
 	v, closer, err := e.db.Get(e.lay.metaKey(id))
 	if errors.Is(err, pebbledb.ErrNotFound) {
@@ -368,7 +394,12 @@ func (e *Engine) stage(b *pebbledb.Batch, id string, rec storage.Record, cur sto
 	if err != nil {
 		return false, cur, err
 	}
-	return true, stored{found: true, meta: in, staged: true}, nil
+	// What a read would decode, so the cache holds exactly that.
+	canon, err := decodeMeta(mv)
+	if err != nil {
+		return false, cur, err
+	}
+	return true, stored{found: true, meta: canon, staged: true}, nil
 }
 
 // Get returns id's record, verifying the payload against its checksum.
@@ -380,10 +411,11 @@ func (e *Engine) Get(id string) (storage.Record, error) {
 	// Shared stripe lock: m/ and d/ are read as two gets, and a writer
 	// committing between them would pair one version's metadata with
 	// another's payload.
-	mu := &e.stripes[e.stripeOf(id)]
+	stripe := e.stripeOf(id)
+	mu := &e.stripes[stripe]
 	mu.RLock()
 	defer mu.RUnlock()
-	cur, err := e.readStored(id)
+	cur, err := e.lookup(stripe, id)
 	switch {
 	case err != nil:
 		return storage.Record{}, err
@@ -409,7 +441,14 @@ func (e *Engine) GetMeta(id string) (storage.Meta, error) {
 		return storage.Meta{}, err
 	}
 	defer e.release()
-	cur, err := e.readStored(id)
+	stripe := e.stripeOf(id)
+	if m, ok := e.metas.get(stripe, id); ok {
+		return m, nil
+	}
+	mu := &e.stripes[stripe]
+	mu.RLock()
+	cur, err := e.lookup(stripe, id)
+	mu.RUnlock()
 	switch {
 	case err != nil:
 		return storage.Meta{}, err
@@ -435,11 +474,12 @@ func (e *Engine) Apply(id string, rec storage.Record) (bool, error) {
 		return false, err
 	}
 	defer e.release()
-	mu := &e.stripes[e.stripeOf(id)]
+	stripe := e.stripeOf(id)
+	mu := &e.stripes[stripe]
 	mu.Lock()
 	defer mu.Unlock()
 
-	cur, err := e.readStored(id)
+	cur, err := e.lookup(stripe, id)
 	if err != nil {
 		return false, err
 	}
@@ -449,7 +489,9 @@ func (e *Engine) Apply(id string, rec storage.Record) (bool, error) {
 	if err != nil || !ok {
 		return false, err
 	}
-	if err := e.commit(b); err != nil {
+	err = e.commit(b)
+	e.remember(stripe, id, next, err == nil)
+	if err != nil {
 		return false, fmt.Errorf("pebble: commit %q: %w", id, err)
 	}
 	e.live.Add(boolInt(next.live()) - boolInt(cur.live()))
@@ -492,7 +534,7 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 		cur, seen := state[it.ID]
 		if !seen {
 			var err error
-			if cur, err = e.readStored(it.ID); err != nil {
+			if cur, err = e.lookup(e.stripeOf(it.ID), it.ID); err != nil {
 				return nil, err
 			}
 		}
@@ -509,7 +551,11 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	if b.Empty() {
 		return applied, nil
 	}
-	if err := e.commit(b); err != nil {
+	err := e.commit(b)
+	for id, st := range state {
+		e.remember(e.stripeOf(id), id, st, err == nil)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("pebble: commit batch of %d: %w", len(items), err)
 	}
 	e.live.Add(delta)
@@ -580,8 +626,10 @@ func (e *Engine) changeLocked(changes []storage.Change) ([]bool, error) {
 	b := e.db.NewBatch()
 	defer b.Close()
 	var delta int64
+	after := make([]stored, len(changes)) // what each done change leaves
 	for i, c := range changes {
-		cur, err := e.readStored(c.ID)
+		cur, err := e.lookup(e.stripeOf(c.ID), c.ID)
+		after[i] = cur
 		switch {
 		case err != nil:
 			return nil, err
@@ -603,6 +651,7 @@ func (e *Engine) changeLocked(changes []storage.Change) ([]bool, error) {
 				}
 			}
 			delta -= boolInt(cur.live())
+			after[i] = stored{}
 		case staleNanos(cur.meta.StaleSince) == staleNanos(c.StaleSince):
 			// Already so: nothing to write.
 		default:
@@ -615,13 +664,22 @@ func (e *Engine) changeLocked(changes []storage.Change) ([]bool, error) {
 			if err := b.Set(e.lay.metaKey(c.ID), mv, nil); err != nil {
 				return nil, err
 			}
+			if after[i].meta, err = decodeMeta(mv); err != nil {
+				return nil, err
+			}
 		}
 		done[i] = true
 	}
 	if b.Empty() {
 		return done, nil
 	}
-	if err := e.commitUnsynced(b); err != nil {
+	err := e.commitUnsynced(b)
+	for i, c := range changes {
+		if done[i] {
+			e.remember(e.stripeOf(c.ID), c.ID, after[i], err == nil)
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("pebble: commit %d changes: %w", len(changes), err)
 	}
 	e.live.Add(delta)

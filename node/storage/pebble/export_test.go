@@ -26,14 +26,27 @@ func (e *Engine) CorruptForTest(id string) error {
 	return e.db.Set(e.lay.dataKey(id), v, pebbledb.Sync)
 }
 
-// SetRawForTest writes value under the raw key.
+// SetRawForTest writes value under the raw key, behind the engine's back:
+// the metadata cache is dropped so that reads see it.
 func (e *Engine) SetRawForTest(key, value []byte) error {
+	e.metas.clear()
 	return e.db.Set(key, value, pebbledb.Sync)
 }
 
-// DeleteRawForTest deletes the raw key.
+// DeleteRawForTest deletes the raw key (and drops the metadata cache).
 func (e *Engine) DeleteRawForTest(key []byte) error {
+	e.metas.clear()
 	return e.db.Delete(key, pebbledb.Sync)
+}
+
+// DropMetaCacheForTest forgets the cached metadata, as a restart does: a
+// test that damages files under a running engine reads them afterwards.
+func (e *Engine) DropMetaCacheForTest() { e.metas.clear() }
+
+// MetaCachedForTest reports whether id's metadata is cached.
+func (e *Engine) MetaCachedForTest(id string) bool {
+	_, ok := e.metas.get(e.stripeOf(id), id)
+	return ok
 }
 
 // FsyncsForTest is WALSyncs under its test name.
