@@ -81,7 +81,8 @@ func (p *fakePeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.apply(w, r)
 	case wire.PathBatchFetch:
 		p.fetch(w, r)
-	case wire.PathBatchMeta:
+	case wire.PathBatchMeta, wire.PathBatchDigest:
+		// The fake holds no damaged copies: a digest is its metadata.
 		p.meta(w, r)
 	default:
 		http.NotFound(w, r)

@@ -285,17 +285,7 @@ func (p *pipeline) sendFetch(ctx context.Context, live []*call, closedErr func(e
 	if err != nil {
 		err = closedErr(err)
 	}
-	for i, cl := range live {
-		cerr := err
-		if cerr == nil {
-			cerr = statusErr(p.key.addr, replies[i].Status, cl.id)
-		}
-		if cerr != nil {
-			cl.done <- callResult{err: cerr}
-			continue
-		}
-		cl.done <- callResult{rec: replies[i].Record}
-	}
+	p.answer(live, err, func(i int) byte { return replies[i].Status }, func(i int) callResult { return callResult{rec: replies[i].Record} })
 }
 
 func (p *pipeline) sendMeta(ctx context.Context, live []*call, closedErr func(error) error) {
@@ -307,16 +297,22 @@ func (p *pipeline) sendMeta(ctx context.Context, live []*call, closedErr func(er
 	if err != nil {
 		err = closedErr(err)
 	}
+	p.answer(live, err, func(i int) byte { return replies[i].Status }, func(i int) callResult { return callResult{meta: replies[i].Meta} })
+}
+
+// answer gives each call of a fetch or meta batch the batch's error, the
+// error its reply's status means, or its result.
+func (p *pipeline) answer(live []*call, err error, status func(i int) byte, result func(i int) callResult) {
 	for i, cl := range live {
 		cerr := err
 		if cerr == nil {
-			cerr = statusErr(p.key.addr, replies[i].Status, cl.id)
+			cerr = statusErr(p.key.addr, status(i), cl.id)
 		}
 		if cerr != nil {
 			cl.done <- callResult{err: cerr}
 			continue
 		}
-		cl.done <- callResult{meta: replies[i].Meta}
+		cl.done <- result(i)
 	}
 }
 

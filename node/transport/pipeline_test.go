@@ -22,14 +22,14 @@ import (
 // and that every call got its own answer.
 func TestBatching(t *testing.T) {
 	const calls = 100
-	for _, kind := range []string{"apply", "fetch"} {
+	for _, kind := range []string{"apply", "fetch", "meta", "digest"} {
 		t.Run(kind, func(t *testing.T) {
 			checkLeaks(t)
 			gate := make(chan struct{})
 			peer := newFakePeer(t, gate)
-			path := wire.PathBatchApply
-			if kind == "fetch" {
-				path = wire.PathBatchFetch
+			path := map[string]string{"apply": wire.PathBatchApply, "fetch": wire.PathBatchFetch,
+				"meta": wire.PathBatchMeta, "digest": wire.PathBatchDigest}[kind]
+			if kind != "apply" {
 				for i := range calls {
 					if i%2 == 0 {
 						peer.put(fmt.Sprint("b", i), record(i+1))
@@ -47,6 +47,20 @@ func TestBatching(t *testing.T) {
 						held, err := c.Apply(t.Context(), peer.addr(), id, record(i+1))
 						if err != nil || held != version(i+1) {
 							t.Errorf("Apply(%s) = %v, %v; want %v", id, held, err, version(i+1))
+						}
+						return
+					}
+					if kind == "meta" || kind == "digest" {
+						fetch := c.FetchMeta
+						if kind == "digest" {
+							fetch = c.FetchDigest
+						}
+						m, err := fetch(t.Context(), peer.addr(), id)
+						switch {
+						case i%2 == 1 && !errors.Is(err, storage.ErrNotFound):
+							t.Errorf("%s(%s) = %v; want storage.ErrNotFound", kind, id, err)
+						case i%2 == 0 && (err != nil || m != record(i+1).Meta()):
+							t.Errorf("%s(%s) = %+v, %v; want %+v", kind, id, m, err, record(i+1).Meta())
 						}
 						return
 					}
