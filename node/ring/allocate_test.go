@@ -20,14 +20,11 @@ func spread(r *Ring, rf int) (hi, lo float64) {
 
 // Bounds of the replica shares (share/mean) that allocation keeps: the
 // issue's 1.05 for the busiest member, and a floor for the least loaded
-// one. Measured: after joins 1.028 and 0.944 (the joiner's 20 tokens
-// cannot split arcs finely enough, and nudges may move only 5 % more than
-// the join); after leaves 1.049 and 0.975 (dropping the leavers' tokens
-// instead gives up to 1.25).
+// one. Measured: after joins 1.019 and 0.978; after leaves 1.013 and
+// 0.991 (dropping the leavers' tokens instead gives up to 1.25).
 const (
-	maxSpread, minSpread                       = 1.05, 0.92
+	maxSpread, minSpread                       = 1.05, 0.95
 	maxSpreadAfterLeaves, minSpreadAfterLeaves = 1.05, 0.95
-	maxSpreadOldestLeaves                      = 1.20
 )
 
 // Growing a cluster one node at a time to 64 nodes, allocated tokens keep
@@ -70,11 +67,10 @@ func TestAllocateBalance(t *testing.T) {
 		left := mustNew(t, rest)
 		lhi, llo := spread(left, 3)
 		leaveMoved := movedFraction(r, left, 3) / (r.Shares(3)["node-01"] * 3)
-		// The oldest member leaving a large ring is the hard case: joins
-		// can leave a few wide arcs and runs of near-empty ones, and
-		// handing on the leaver's tokens within the 1.1x allowance does
-		// not even them out (measured: 1.137 at 64 nodes).
-		if lhi > maxSpreadOldestLeaves || llo < minSpreadAfterLeaves || leaveMoved > 1.1 {
+		// One of the first three members, whose tokens are evenly
+		// spaced, leaving: the case that wide arcs made hard (1.137 at 64
+		// nodes before arcWeight).
+		if lhi > maxSpreadAfterLeaves || llo < minSpreadAfterLeaves || leaveMoved > 1.1 {
 			t.Errorf("%d nodes, node-01 left: max/mean %.3f, min/mean %.3f, moved %.3fx what it held", n, lhi, llo, leaveMoved)
 		}
 		t.Logf("%5d | %8.3f %8.3f %10.3f | %8.3f %8.3f %10.3f", n, hi, lo, joinMoved, lhi, llo, leaveMoved)
