@@ -442,7 +442,7 @@ func (c *Coordinator) Get(ctx context.Context, id string, cl Consistency) (stora
 			// Too few replies to answer, but a corrupt or lagging copy
 			// among them can still be fixed from the newest one read
 			// (apply-if-newer: a repair never moves a replica backwards).
-			c.repairLagging(ctx, id, newestOf(got), got)
+			c.repairLagging(ctx, id, newestOf(withPayload(got)), got)
 			return storage.Record{}, fmt.Errorf("%w: read %q at %s: %d of %d needed replies: %w",
 				ErrUnavailable, id, cl, len(got), need, errors.Join(errs...))
 		}
@@ -679,6 +679,18 @@ func (c *Coordinator) getMigrating(ctx context.Context, id string, cl Consistenc
 		return storage.Record{}, fmt.Errorf("%w: read %q during migration at %s: %w", ErrUnavailable, id, cl, errors.Join(errs...))
 	}
 	return c.answer(ctx, id, cl, got, nil, old, pending)
+}
+
+// withPayload returns the replies that carry a whole record: payload
+// reads, and digests of tombstones (which have no payload).
+func withPayload(rs []outcome) []outcome {
+	var out []outcome
+	for _, r := range rs {
+		if !r.digest || r.rec.Tombstone {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // newestOf returns the newest record among the replies (the zero record
