@@ -89,12 +89,20 @@ func Release(current *Ring, leaving []string, rf int) ([]Member, error) {
 			held += l
 		}
 	}
+	// Both are positive (every member holds a token and so some load);
+	// the guard keeps the objective a number whatever the ring.
+	cost0, held = max(cost0, math.SmallestNonzeroFloat64), max(held, math.SmallestNonzeroFloat64)
 	objective := func() float64 {
 		return float64(stay)*a.cost(a.loads(), gone)/cost0 + movePrice*a.newOwners(walks)/held
 	}
+	firstStaying := slices.Index(gone, false)
 	for range 1 + refinePasses {
 		for _, i := range freed {
-			best, bestCost := a.owner[i], math.Inf(1)
+			// Never left with a leaver, even if no candidate compares.
+			best, bestCost := firstStaying, math.Inf(1)
+			if !gone[a.owner[i]] {
+				best = a.owner[i]
+			}
 			for m := range a.ms {
 				if gone[m] {
 					continue
