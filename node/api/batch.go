@@ -151,31 +151,27 @@ func (s *server) batchFetch(w http.ResponseWriter, r *http.Request) {
 // digest replies of reads, which must find a damaged copy.
 func (s *server) batchMeta(verify bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s.answerMeta(w, r, verify)
-	}
-}
-
-func (s *server) answerMeta(w http.ResponseWriter, r *http.Request, verify bool) {
-	ids, err := wire.DecodeIDs(r.Body, ValidateID)
-	if err != nil {
-		s.fail(w, r, "internalget", err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	out := make([]byte, 0, len(ids)*32)
-	for _, id := range ids {
-		m, err := s.localMeta(id, verify)
-		switch {
-		case err == nil:
-			out = wire.AppendMeta(append(out, wire.FetchFound), m)
-		case errors.Is(err, storage.ErrNotFound):
-			out = append(out, wire.FetchAbsent)
-		default:
-			s.o.Logger.Warn().Err(err).Str("block_id", id).Msg("local copy unreadable")
-			out = append(out, wire.FetchCorrupt)
+		ids, err := wire.DecodeIDs(r.Body, ValidateID)
+		if err != nil {
+			s.fail(w, r, "internalget", err)
+			return
 		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		out := make([]byte, 0, len(ids)*32)
+		for _, id := range ids {
+			m, err := s.localMeta(id, verify)
+			switch {
+			case err == nil:
+				out = wire.AppendMeta(append(out, wire.FetchFound), m)
+			case errors.Is(err, storage.ErrNotFound):
+				out = append(out, wire.FetchAbsent)
+			default:
+				s.o.Logger.Warn().Err(err).Str("block_id", id).Msg("local copy unreadable")
+				out = append(out, wire.FetchCorrupt)
+			}
+		}
+		_, _ = w.Write(out)
 	}
-	_, _ = w.Write(out)
 }
 
 // localMeta reads id's metadata, through the whole record when verify is

@@ -35,7 +35,7 @@ func traceable(r *http.Request) bool {
 	switch r.URL.Path {
 	case "/metrics":
 		return false
-	case "/internal/batch/apply", "/internal/batch/fetch":
+	case "/internal/batch/apply", "/internal/batch/fetch", "/internal/batch/meta", "/internal/batch/digest":
 		return r.Header.Get("traceparent") != ""
 	}
 	return true

@@ -204,7 +204,7 @@ func doBench(client *http.Client, method, addr, id string, data []byte) error {
 func (c *testCluster) walSyncs() uint64 {
 	var n uint64
 	for _, node := range c.nodes {
-		if e, ok := node.Engine().(interface{ WALSyncs() uint64 }); ok {
+		if e, ok := walSyncer(node.Engine()); ok {
 			n += e.WALSyncs()
 		}
 	}

@@ -264,13 +264,6 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// readStored reads the m/ key of id. A value that does not decode and a
-// block that fails pebble's checksum are both reported as bad, not as
-// errors: readers return ErrCorrupt, and Apply treats the record as absent
-// so repair can overwrite it.
-//
-// Live may count one too many after such a repair: the record behind the
-// corrupt block may have been counted at Open. Undecodable values were not.
 // lookup is readStored through the metadata cache; the caller holds id's
 // stripe (shared or exclusive), so a fill cannot race a commit.
 func (e *Engine) lookup(stripe int, id string) (stored, error) {
@@ -295,6 +288,13 @@ func (e *Engine) remember(stripe int, id string, st stored, committed bool) {
 	e.metas.drop(stripe, id)
 }
 
+// readStored reads the m/ key of id. A value that does not decode and a
+// block that fails pebble's checksum are both reported as bad, not as
+// errors: readers return ErrCorrupt, and Apply treats the record as absent
+// so repair can overwrite it.
+//
+// Live may count one too many after such a repair: the record behind the
+// corrupt block may have been counted at Open. Undecodable values were not.
 func (e *Engine) readStored(id string) (stored, error) {
 	v, closer, err := e.db.Get(e.lay.metaKey(id))
 	if errors.Is(err, pebbledb.ErrNotFound) {

@@ -85,3 +85,13 @@ func ConvertSomeForTest(dir string) (int, error) {
 
 // ConvertBatch is convertBatch.
 const ConvertBatch = convertBatch
+
+// clear forgets every cached entry (tests that write behind the engine).
+func (c *metaCache) clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.m = nil
+		s.mu.Unlock()
+	}
+}

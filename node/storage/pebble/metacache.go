@@ -68,13 +68,3 @@ func (c *metaCache) drop(stripe int, id string) {
 	delete(s.m, id)
 	s.mu.Unlock()
 }
-
-// clear forgets everything (a store converted or rebuilt under the cache).
-func (c *metaCache) clear() {
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		s.m = nil
-		s.mu.Unlock()
-	}
-}
