@@ -99,6 +99,9 @@ const stalledBodyTimeout = 5 * time.Second
 // when unknown) against MaxInflightBatchBytes, or refuses the batch with
 // 503 so that stalled or flooding senders cannot hold the node's memory.
 func (s *server) admitBatch(w http.ResponseWriter, r *http.Request, limit int64) (func(), error) {
+	if _, ok := fromStream(r.Context()); ok {
+		return func() {}, nil // the stream reserved its frame before reading it
+	}
 	weight := limit
 	if r.ContentLength > 0 {
 		weight = r.ContentLength

@@ -14,6 +14,8 @@ type Metrics struct {
 	// BatchesRefused counts internal batches refused because
 	// MaxInflightBatchBytes were being read already.
 	BatchesRefused prometheus.Counter
+	// StreamsOpen counts the peer streams this node serves.
+	StreamsOpen prometheus.Gauge
 }
 
 // serverErrorCodes are the codes errorStatus maps to 5xx: the errors that
@@ -48,6 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeleteDuration: hist("blocks_delete_duration", "DELETE operation latency in seconds."),
 		FutureVersions: counter("blocks_future_versions_refused_total", "Versions from peers refused for being more than MaxClockOffset ahead of this node's clock."),
 		BatchesRefused: counter("blocks_internal_batches_refused_total", "Internal batches refused with 503 because MaxInflightBatchBytes of batch bodies were being read already."),
+		StreamsOpen:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "blocks_internal_streams_open", Help: "Peer streams (persistent connections carrying internal batches) this node serves."}),
 	}
 	// Series exist from the start at zero: a counter born at its first
 	// error would hide that error from rate() and the SLO burn rates.
@@ -58,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Put, m.Get, m.Delete, m.InternalPut, m.InternalDelete, m.Health,
-			m.Errors, m.PutDuration, m.GetDuration, m.DeleteDuration, m.FutureVersions, m.BatchesRefused)
+			m.Errors, m.PutDuration, m.GetDuration, m.DeleteDuration, m.FutureVersions, m.BatchesRefused, m.StreamsOpen)
 	}
 	return m
 }

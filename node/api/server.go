@@ -93,10 +93,12 @@ type server struct {
 	o          Options
 	guard      *versionGuard
 	batchBytes *semaphore.Weighted
+	streams    streams
+	root       http.Handler // the router: what stream frames go through without a server
 }
 
 // NewHandler returns the node's HTTP handler.
-func NewHandler(o Options) http.Handler {
+func NewHandler(o Options) *Handler {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
@@ -140,6 +142,7 @@ func NewHandler(o Options) http.Handler {
 	internal.Handle("/batch/fetch", Methods{http.MethodPost: s.batchFetch})
 	internal.Handle("/batch/meta", Methods{http.MethodPost: s.batchMeta(false)})
 	internal.Handle("/batch/digest", Methods{http.MethodPost: s.batchMeta(true)})
+	internal.Handle("/stream", Methods{http.MethodGet: s.stream})
 	if o.AntiEntropy != nil {
 		internal.Handle("/antientropy/digest", Methods{http.MethodGet: s.antiEntropyDigest})
 		internal.Handle("/antientropy/ids", Methods{http.MethodPost: s.antiEntropyIDs})
@@ -153,7 +156,8 @@ func NewHandler(o Options) http.Handler {
 		o.Extra(r)
 	}
 	r.NotFoundHandler = http.HandlerFunc(notFound)
-	return r
+	s.root = r
+	return &Handler{Handler: r, s: s}
 }
 
 func notFound(w http.ResponseWriter, req *http.Request) {
@@ -179,9 +183,10 @@ func (m Methods) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // NewServer returns an http.Server with timeouts, so a slow or stalled
-// client cannot hold a connection or a goroutine forever.
+// client cannot hold a connection or a goroutine forever. Its Shutdown
+// also ends the peer streams of a *Handler.
 func NewServer(addr string, h http.Handler) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Addr:              addr,
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -190,6 +195,10 @@ func NewServer(addr string, h http.Handler) *http.Server {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
+	if sh, ok := h.(*Handler); ok {
+		srv.RegisterOnShutdown(sh.CloseStreams)
+	}
+	return srv
 }
 
 func (s *server) fail(w http.ResponseWriter, r *http.Request, op string, err error) {

@@ -33,7 +33,9 @@ func (s *server) traced() []mux.MiddlewareFunc {
 // (multiplexed replica calls of unsampled requests, migration streams).
 func traceable(r *http.Request) bool {
 	switch r.URL.Path {
-	case "/metrics":
+	case "/metrics", "/internal/stream":
+		// A stream lives as long as its connection; its requests get
+		// spans of their own (streamConn.startSpan).
 		return false
 	case "/internal/batch/apply", "/internal/batch/fetch", "/internal/batch/meta", "/internal/batch/digest":
 		return r.Header.Get("traceparent") != ""
@@ -74,6 +76,10 @@ func operation(r *http.Request) string {
 		return "batchapply"
 	case "/internal/batch/fetch":
 		return "batchfetch"
+	case "/internal/batch/meta":
+		return "batchmeta"
+	case "/internal/batch/digest":
+		return "batchdigest"
 	case "/health":
 		return "health"
 	}
@@ -93,6 +99,13 @@ func (s *server) spanAttributes(next http.Handler) http.Handler {
 		}
 		if id, ok := mux.Vars(r)["id"]; ok {
 			attrs = append(attrs, attribute.String("block.id", id))
+		}
+		id, links := streamTraceAttributes(r.Context(), s.o.Tracing.Propagator)
+		if id != "" {
+			attrs = append(attrs, attribute.String("block.id", id))
+		}
+		for _, l := range links {
+			span.AddLink(l)
 		}
 		span.SetAttributes(attrs...)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}

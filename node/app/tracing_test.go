@@ -148,9 +148,11 @@ func TestTracingOneTraceAcrossNodes(t *testing.T) {
 			if a["block.id"] != "traced-1" {
 				t.Errorf("replica.apply block.id = %q", a["block.id"])
 			}
-		case s.span.Name == "PUT /internal/block/{id}":
+		case s.span.Name == "POST /internal/batch/apply":
+			// The write's batch on the peer stream, which carried the
+			// trace context of this sampled call.
 			replicaServers[a["replica.name"]] = true
-			if a["operation"] != "internalput" || a["block.id"] != "traced-1" || a["http.status_code"] == "" {
+			if a["operation"] != "batchapply" || a["block.id"] != "traced-1" || a["http.status_code"] != "200" {
 				t.Errorf("replica server span attributes %v", a)
 			}
 			// Its parent is the coordinator's call to this very replica.

@@ -1,10 +1,13 @@
-// Package transport is the node-to-node HTTP client: pooled keep-alive
-// connections, the cluster token, and the wire encoding of records. It
-// implements replication.Peers.
+// Package transport is the node-to-node client. Single-record calls of
+// concurrent requests are multiplexed into batches per peer (pipeline.go);
+// batches travel as frames on a persistent stream per peer (stream.go), or
+// as HTTP requests to a peer without streams; anti-entropy digests are
+// HTTP requests. Every call carries the cluster token, records carry
+// their version and checksum (package wire). It implements
+// replication.Peers.
 package transport
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -13,7 +16,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +25,6 @@ import (
 	"github.com/goblocks/goblocks/node/auth"
 	"github.com/goblocks/goblocks/node/hlc"
 	"github.com/goblocks/goblocks/node/storage"
-	"github.com/goblocks/goblocks/node/wire"
 )
 
 // ErrRemote wraps an error status returned by a peer.
@@ -35,10 +36,9 @@ type Options struct {
 	Token *auth.Token
 	// MaxBlockSize bounds the payload read from a peer.
 	MaxBlockSize int
-	// Propagator, when set, carries the caller's trace to the peer. Calls
-	// made under a sampled span then travel in requests of their own
-	// instead of shared batches, so the replica's span joins that trace;
-	// unsampled calls keep batching.
+	// Propagator, when set, carries the caller's trace to the peer: a
+	// batch carries the trace contexts of its sampled calls, and the
+	// replica's span continues the first (linked to the others).
 	Propagator propagation.TextMapPropagator
 	// TLS, when set, dials peers over HTTPS with it (mutual TLS: it
 	// carries this node's certificate and the cluster's CA).
@@ -54,8 +54,10 @@ type Client struct {
 	max    int
 	prop   propagation.TextMapPropagator
 
-	stats      struct{ batches, calls atomic.Int64 }
+	tls        *tls.Config
+	stats      struct{ batches, calls, streamed atomic.Int64 }
 	pipes      pipelines
+	streams    streamSet
 	closingCtx context.Context
 	closeCtx   context.CancelFunc
 }
@@ -79,7 +81,8 @@ func NewClient(o Options) *Client {
 		tr.TLSClientConfig = o.TLS
 		scheme = "https://"
 	}
-	c := &Client{http: &http.Client{Transport: tr}, scheme: scheme, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator}
+	c := &Client{http: &http.Client{Transport: tr}, scheme: scheme, token: o.Token, max: o.MaxBlockSize, prop: o.Propagator, tls: o.TLS}
+	c.streams.idle = streamIdle
 	c.pipes.closing = make(chan struct{})
 	c.pipes.idle = pipelineIdle
 	c.closingCtx, c.closeCtx = context.WithCancel(context.Background())
@@ -98,12 +101,9 @@ func (c *Client) Close() {
 		c.closeCtx()
 	}
 	c.pipes.mu.Unlock()
+	c.closeStreams()
 	c.pipes.wg.Wait()
 	c.http.CloseIdleConnections()
-}
-
-func (c *Client) blockURL(addr, id string) string {
-	return c.scheme + addr + "/internal/block/" + url.PathEscape(id)
 }
 
 func (c *Client) do(req *http.Request) (*http.Response, error) {
@@ -119,9 +119,6 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 // already held it), a newer one when it refused it. Concurrent calls to
 // one peer share batch requests.
 func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record) (hlc.Version, error) {
-	if c.traced(ctx) {
-		return c.ApplyOne(ctx, addr, id, rec)
-	}
 	r, err := c.submit(ctx, addr, kindApply, &call{id: id, rec: rec})
 	return r.held, err
 }
@@ -129,64 +126,25 @@ func (c *Client) Apply(ctx context.Context, addr, id string, rec storage.Record)
 // Fetch returns the peer's local record of id; storage.ErrNotFound when it
 // holds none. Concurrent calls to one peer share batch requests.
 func (c *Client) Fetch(ctx context.Context, addr, id string) (storage.Record, error) {
-	if c.traced(ctx) {
-		return c.FetchOne(ctx, addr, id)
-	}
 	r, err := c.submit(ctx, addr, kindFetch, &call{id: id})
 	return r.rec, err
 }
 
-// traced reports whether a call belongs to a sampled trace that the peer
-// should continue.
-func (c *Client) traced(ctx context.Context) bool {
-	return c.prop != nil && trace.SpanContextFromContext(ctx).IsSampled()
-}
-
-// ApplyOne sends rec in a request of its own (PUT or DELETE
-// /internal/block/{id}) and returns what Apply returns.
-func (c *Client) ApplyOne(ctx context.Context, addr, id string, rec storage.Record) (hlc.Version, error) {
-	method := http.MethodPut
-	if rec.Tombstone {
-		method = http.MethodDelete
+// traceOf returns the trace context of a call that belongs to a sampled
+// trace, which the peer's span continues; nil otherwise.
+func (c *Client) traceOf(ctx context.Context) map[string]string {
+	if c.prop == nil || !trace.SpanContextFromContext(ctx).IsSampled() {
+		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.blockURL(addr, id), bytes.NewReader(rec.Data))
-	if err != nil {
-		return hlc.Version{}, err
-	}
-	wire.SetRecordHeaders(req.Header, rec.Meta())
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.do(req)
-	if err != nil {
-		return hlc.Version{}, err
-	}
-	defer drain(resp)
-	if resp.StatusCode/100 != 2 {
-		return hlc.Version{}, remoteError(resp)
-	}
-	if resp.Header.Get(wire.HeaderApplied) != "false" {
-		return rec.Version, nil
-	}
-	held, err := hlc.ParseVersion(resp.Header.Get(wire.HeaderHeld))
-	if err != nil {
-		// An unreadable copy there: not the write, not a newer one.
-		return hlc.Version{}, nil
-	}
-	return held, nil
-}
-
-// FetchOne reads the peer's copy in a request of its own (GET
-// /internal/block/{id}).
-func (c *Client) FetchOne(ctx context.Context, addr, id string) (storage.Record, error) {
-	return c.get(ctx, http.MethodGet, addr, id)
+	carrier := propagation.MapCarrier{}
+	c.prop.Inject(ctx, carrier)
+	return carrier
 }
 
 // FetchMeta returns the peer's record metadata without the payload:
 // the version query before a write and the digest replies of a read.
 // Concurrent calls to one peer share batch requests.
 func (c *Client) FetchMeta(ctx context.Context, addr, id string) (storage.Meta, error) {
-	if c.traced(ctx) {
-		return c.FetchMetaOne(ctx, addr, id)
-	}
 	r, err := c.submit(ctx, addr, kindMeta, &call{id: id})
 	return r.meta, err
 }
@@ -195,73 +153,29 @@ func (c *Client) FetchMeta(ctx context.Context, addr, id string) (storage.Meta, 
 // its payload against the checksum: a read's digest reply. Concurrent
 // calls to one peer share batch requests.
 func (c *Client) FetchDigest(ctx context.Context, addr, id string) (storage.Meta, error) {
-	if c.traced(ctx) {
-		rec, err := c.FetchOne(ctx, addr, id)
-		return rec.Meta(), err
-	}
 	r, err := c.submit(ctx, addr, kindDigest, &call{id: id})
 	return r.meta, err
-}
-
-// FetchMetaOne reads the peer's metadata in a request of its own (HEAD
-// /internal/block/{id}).
-func (c *Client) FetchMetaOne(ctx context.Context, addr, id string) (storage.Meta, error) {
-	rec, err := c.get(ctx, http.MethodHead, addr, id)
-	return rec.Meta(), err
-}
-
-func (c *Client) get(ctx context.Context, method, addr, id string) (storage.Record, error) {
-	var rec storage.Record
-	req, err := http.NewRequestWithContext(ctx, method, c.blockURL(addr, id), nil)
-	if err != nil {
-		return rec, err
-	}
-	resp, err := c.do(req)
-	if err != nil {
-		return rec, err
-	}
-	defer drain(resp)
-	if resp.StatusCode == http.StatusNotFound && resp.Header.Get(wire.HeaderVersion) == "" {
-		return rec, storage.ErrNotFound
-	}
-	if resp.StatusCode != http.StatusOK {
-		return rec, remoteError(resp)
-	}
-	meta, err := wire.ParseRecordHeaders(resp.Header)
-	if err != nil {
-		return rec, err
-	}
-	rec = storage.Record{Version: meta.Version, Checksum: meta.Checksum, Tombstone: meta.Tombstone, StaleSince: meta.StaleSince}
-	if method == http.MethodHead || meta.Tombstone {
-		return rec, nil
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(c.max)+1))
-	if err != nil {
-		return rec, err
-	}
-	if len(data) > c.max {
-		return rec, fmt.Errorf("%w: %s sent more than %d bytes for %q", ErrRemote, addr, c.max, id)
-	}
-	if storage.Checksum(data) != meta.Checksum {
-		return rec, fmt.Errorf("%w: %s sent %q with a bad checksum", storage.ErrCorrupt, addr, id)
-	}
-	rec.Data = data
-	return rec, nil
 }
 
 // remoteError turns a peer's JSON error body into an error. A peer that
 // reports its own copy corrupt yields an error wrapping storage.ErrCorrupt
 // so the coordinator repairs it.
 func remoteError(resp *http.Response) error {
-	var body struct {
+	return remoteErrorFrom(resp.Request.Method+" "+resp.Request.URL.Path, resp.StatusCode, resp.Body)
+}
+
+// remoteErrorFrom turns an error answer to the request what (method and
+// path) into an error, as remoteError does.
+func remoteErrorFrom(what string, status int, body io.Reader) error {
+	var e struct {
 		Error string `json:"error"`
 		Code  string `json:"code"`
 	}
-	_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&body)
-	if body.Code == "corrupt" {
-		return fmt.Errorf("%w: peer: %s", storage.ErrCorrupt, body.Error)
+	_ = json.NewDecoder(io.LimitReader(body, 4096)).Decode(&e)
+	if e.Code == "corrupt" {
+		return fmt.Errorf("%w: peer: %s", storage.ErrCorrupt, e.Error)
 	}
-	return fmt.Errorf("%w: %s %s: %d %s: %s", ErrRemote, resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, body.Code, body.Error)
+	return fmt.Errorf("%w: %s: %d %s: %s", ErrRemote, what, status, e.Code, e.Error)
 }
 
 // drain reads what is left of a small response so the connection goes back

@@ -19,3 +19,14 @@ func (c *Client) Pipelines() int {
 	defer c.pipes.mu.Unlock()
 	return len(c.pipes.byPeer)
 }
+
+// Streamed returns how many batches went over peer streams.
+func (c *Client) Streamed() int64 { return c.stats.streamed.Load() }
+
+// NewClientWithStreamIdle returns a client whose streams close (or, with
+// calls pending, fail) after idle instead of streamIdle.
+func NewClientWithStreamIdle(o Options, idle time.Duration) *Client {
+	c := NewClient(o)
+	c.streams.idle = idle
+	return c
+}

@@ -85,6 +85,10 @@ func (p *fakePeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The fake holds no damaged copies: a digest is its metadata.
 		p.meta(w, r)
 	default:
+		// An older peer: no streams, and the probe is counted.
+		p.mu.Lock()
+		p.requests[r.URL.Path]++
+		p.mu.Unlock()
 		http.NotFound(w, r)
 	}
 }

@@ -235,10 +235,19 @@ func (p *pipeline) send(batch []*call) {
 	p.c.stats.batches.Add(1)
 	p.c.stats.calls.Add(int64(len(live)))
 	// The batch serves many requests: it ends at the latest of their
-	// deadlines, or when the client closes.
-	ctx, cancel := context.WithCancel(context.WithoutCancel(live[0].ctx))
+	// deadlines, or when the client closes. It carries the trace contexts
+	// of its sampled calls.
+	var traces []map[string]string
+	for _, cl := range live {
+		if t := p.c.traceOf(cl.ctx); t != nil && len(traces) < wire.MaxStreamTraces {
+			t[wire.TraceBlockID] = cl.id
+			traces = append(traces, t)
+		}
+	}
+	base := withTraces(context.Background(), traces)
+	ctx, cancel := context.WithCancel(base)
 	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(context.WithoutCancel(live[0].ctx), deadline)
+		ctx, cancel = context.WithDeadline(base, deadline)
 	}
 	defer cancel()
 	stop := context.AfterFunc(p.c.closingCtx, cancel)

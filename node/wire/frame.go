@@ -46,14 +46,31 @@ func NewEncoder(w io.Writer) *Encoder {
 // Encode writes one record. Records with ids or node names longer than 255
 // bytes are refused.
 func (e *Encoder) Encode(id string, rec storage.Record) error {
+	h, err := appendFrameHeader(e.hdr[:0], id, rec)
+	if err != nil {
+		return err
+	}
+	if _, err := e.w.Write(h); err != nil {
+		return err
+	}
+	_, err = e.w.Write(rec.Data)
+	return err
+}
+
+// AppendFrame appends the frame of one record to b, as Encode writes it.
+func AppendFrame(b []byte, id string, rec storage.Record) ([]byte, error) {
+	b, err := appendFrameHeader(b, id, rec)
+	return append(b, rec.Data...), err
+}
+
+func appendFrameHeader(h []byte, id string, rec storage.Record) ([]byte, error) {
 	if len(id) == 0 || len(id) > MaxIDLen || len(rec.Version.Node) > hlc.MaxNodeLen {
-		return fmt.Errorf("%w: id or node name length", ErrMalformed)
+		return h, fmt.Errorf("%w: id or node name length", ErrMalformed)
 	}
 	var flags byte
 	if rec.Tombstone {
 		flags |= flagTombstone
 	}
-	h := e.hdr[:0]
 	h = append(h, frameMagic, flags, byte(len(id)))
 	h = append(h, id...)
 	h = binary.BigEndian.AppendUint64(h, uint64(rec.Version.Timestamp))
@@ -61,11 +78,7 @@ func (e *Encoder) Encode(id string, rec storage.Record) error {
 	h = append(h, rec.Version.Node...)
 	h = binary.BigEndian.AppendUint32(h, rec.Checksum)
 	h = binary.BigEndian.AppendUint32(h, uint32(len(rec.Data)))
-	if _, err := e.w.Write(h); err != nil {
-		return err
-	}
-	_, err := e.w.Write(rec.Data)
-	return err
+	return h, nil
 }
 
 // Flush writes buffered frames through.
@@ -79,8 +92,13 @@ type Decoder struct {
 }
 
 // NewDecoder reads frames from r, refusing payloads larger than maxSize.
+// A *bufio.Reader is read as it is, so its other readers stay in step.
 func NewDecoder(r io.Reader, maxSize int) *Decoder {
-	return &Decoder{r: bufio.NewReaderSize(r, 64<<10), maxSize: maxSize}
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	return &Decoder{r: br, maxSize: maxSize}
 }
 
 // Decode returns the next record; io.EOF at a clean end of stream. The

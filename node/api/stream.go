@@ -1,0 +1,361 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goblocks/goblocks/node/wire"
+)
+
+// streamConcurrency bounds the requests of one peer stream handled at
+// once; past it the server stops reading the stream, and the peer's
+// writes wait in TCP's buffers (backpressure, not refusal). A peer's
+// pipelines keep at most two batches in flight per kind.
+const streamConcurrency = 16
+
+// streamWriteTimeout bounds how long a response may wait for a peer that
+// stopped reading.
+const streamWriteTimeout = 10 * time.Second
+
+// streams tracks the upgraded connections, which http.Server.Shutdown
+// does not know about.
+type streams struct {
+	mu     sync.Mutex
+	conns  map[*streamConn]struct{}
+	closed bool
+}
+
+// Handler is the node's HTTP handler. CloseStreams ends its peer streams;
+// NewServer arranges for Shutdown to call it.
+type Handler struct {
+	http.Handler
+	s *server
+}
+
+// CloseStreams stops reading new requests on every peer stream, lets the
+// requests being handled answer, and closes the connections. Later
+// upgrades are refused.
+func (h *Handler) CloseStreams() {
+	st := &h.s.streams
+	st.mu.Lock()
+	st.closed = true
+	conns := make([]*streamConn, 0, len(st.conns))
+	for c := range st.conns {
+		conns = append(conns, c)
+	}
+	st.mu.Unlock()
+	for _, c := range conns {
+		// Unblocks the read loop, which waits for its handlers and closes.
+		_ = c.conn.SetReadDeadline(time.Now())
+	}
+}
+
+func (st *streams) add(c *streamConn) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.closed {
+		return false
+	}
+	if st.conns == nil {
+		st.conns = map[*streamConn]struct{}{}
+	}
+	st.conns[c] = struct{}{}
+	return true
+}
+
+func (st *streams) remove(c *streamConn) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.conns, c)
+}
+
+// stream upgrades an internal request (already authenticated by
+// requireToken) to a peer stream of batch requests (wire.PathStream).
+func (s *server) stream(w http.ResponseWriter, r *http.Request) {
+	if !headerHas(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), wire.StreamProtocol) {
+		s.fail(w, r, "stream", fmt.Errorf("%w: %s needs Connection: Upgrade and Upgrade: %s", ErrUnexpectedRequest, wire.PathStream, wire.StreamProtocol))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.fail(w, r, "stream", fmt.Errorf("upgrading to a peer stream: %w", err))
+		return
+	}
+	// Frames go through the server's whole handler, as the HTTP batch
+	// requests they replace did: the same checks, logs, spans and metrics
+	// (and, in tests, the same fault injectors in front of it).
+	root := http.Handler(s.root)
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.Handler != nil {
+		root = srv.Handler
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	c := &streamConn{s: s, conn: conn, r: brw.Reader, w: brw.Writer, req: r, root: root, ctx: ctx, cancel: cancel,
+		slots: make(chan struct{}, streamConcurrency)}
+	if !s.streams.add(c) {
+		cancel()
+		conn.Close() // shutting down
+		return
+	}
+	// The server's read and write timeouts were meant for one request.
+	_ = conn.SetDeadline(time.Time{})
+	_, _ = c.w.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + wire.StreamProtocol + "\r\n\r\n")
+	if err := c.w.Flush(); err != nil {
+		cancel()
+		s.streams.remove(c)
+		conn.Close()
+		return
+	}
+	s.o.Metrics.StreamsOpen.Inc()
+	go c.serve()
+}
+
+// headerHas reports whether the comma-separated header name lists token.
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// streamConn serves one peer stream: it reads request frames, hands each
+// to the server's handler as a request to the batch endpoint of its op, in
+// a goroutine of its own, and writes each answer as it is ready.
+type streamConn struct {
+	s    *server
+	conn net.Conn
+	r    *bufio.Reader
+	req  *http.Request // the upgrade request: credentials, peer address, TLS state
+	root http.Handler
+	// ctx is the requests' context, cancelled when the stream ends.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// slots bounds the requests being handled (streamConcurrency).
+	slots    chan struct{}
+	handlers sync.WaitGroup
+	// writers counts answers waiting for wmu: the last one flushes, so
+	// answers ready together leave in one write.
+	writers atomic.Int32
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	broken  bool // guarded by wmu: a write failed, the connection is closing
+}
+
+func (c *streamConn) serve() {
+	defer func() {
+		c.cancel()
+		c.handlers.Wait()
+		c.conn.Close()
+		c.s.streams.remove(c)
+		c.s.o.Metrics.StreamsOpen.Dec()
+	}()
+	maxBody := wire.MaxStreamBody(c.s.o.BlockSize)
+	for {
+		// The frame's memory is reserved before it is read, against the
+		// same budget as HTTP batch bodies (MaxInflightBatchBytes): past
+		// it, this stream waits (TCP holds the peer's writes) instead of
+		// answering 503.
+		reserved, err := c.reserveNext()
+		if err != nil {
+			return
+		}
+		q, err := wire.ReadStreamRequest(c.r, maxBody)
+		if errors.Is(err, wire.ErrBadStreamRequest) {
+			// Read whole: answered with 400, and the stream goes on.
+			c.s.batchBytes.Release(reserved)
+			c.s.o.Metrics.Errors.WithLabelValues("stream", "bad_request").Inc()
+			fw := newFrameWriter()
+			writeError(fw, err)
+			c.write(fw.frame(q.ID))
+			continue
+		}
+		if err != nil {
+			c.s.batchBytes.Release(reserved)
+			var ne net.Error
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !(errors.As(err, &ne) && ne.Timeout()) {
+				// A frame that cannot be read leaves no way to find the
+				// next one: the stream ends, the peer's pending calls fail
+				// and it opens a new one.
+				c.s.o.Metrics.Errors.WithLabelValues("stream", "bad_request").Inc()
+				c.s.o.Logger.Warn().Err(err).Str("peer", c.req.RemoteAddr).Msg("closing a peer stream that sent an unreadable frame")
+			}
+			return
+		}
+		if q.Op == wire.OpFetch {
+			// A fetch's answer is the large part: a block per id.
+			ids := int64(bytes.Count(q.Body, []byte{'\n'}) + 1)
+			extra := min(ids*int64(c.s.o.BlockSize+wire.MaxFrameOverhead+1), c.budgetCap()) - reserved
+			if extra > 0 {
+				if err := c.s.batchBytes.Acquire(c.ctx, extra); err != nil {
+					c.s.batchBytes.Release(reserved)
+					return
+				}
+				reserved += extra
+			}
+		}
+		c.slots <- struct{}{}
+		c.handlers.Add(1)
+		go func() {
+			defer c.handlers.Done()
+			defer func() { <-c.slots }()
+			defer c.s.batchBytes.Release(reserved)
+			c.answer(q)
+		}()
+	}
+}
+
+// budgetCap is the most one frame reserves: the largest batch, which the
+// budget always has room for.
+func (c *streamConn) budgetCap() int64 { return wire.MaxBatchBody(c.s.o.BlockSize) }
+
+// reserveNext waits for the next frame's length and reserves that much of
+// the batch budget (capped at budgetCap; a longer frame is refused by
+// ReadStreamRequest).
+func (c *streamConn) reserveNext() (int64, error) {
+	head, err := c.r.Peek(4)
+	if err != nil {
+		return 0, err
+	}
+	n := min(int64(binary.BigEndian.Uint32(head)), c.budgetCap())
+	if err := c.s.batchBytes.Acquire(c.ctx, n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// answer runs one request through the server's handler, as the HTTP
+// batch request it stands for, and writes the response frame. The first
+// trace context the request carries continues in the span the tracing
+// middleware opens; spanAttributes links the others.
+func (c *streamConn) answer(q wire.StreamRequest) {
+	ctx := context.WithValue(c.ctx, streamFrameKey{}, streamFrame{traces: q.Traces})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wire.OpPath(q.Op), bytes.NewReader(q.Body))
+	if err != nil {
+		return
+	}
+	req.RemoteAddr, req.TLS, req.Host = c.req.RemoteAddr, c.req.TLS, c.req.Host
+	if a := c.req.Header.Get("Authorization"); a != "" {
+		req.Header.Set("Authorization", a)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if q.Flags&wire.StreamTransfer != 0 {
+		req.Header.Set(wire.HeaderTransfer, "migration")
+	}
+	if len(q.Traces) > 0 {
+		for k, v := range q.Traces[0] {
+			if k != wire.TraceBlockID {
+				req.Header.Set(k, v)
+			}
+		}
+	}
+	fw := newFrameWriter()
+	c.root.ServeHTTP(fw, req)
+	c.write(fw.frame(q.ID))
+}
+
+type streamFrameKey struct{}
+
+// streamFrame marks a request that came as a frame on a stream, whose
+// memory the stream reserved already.
+type streamFrame struct {
+	traces []map[string]string
+}
+
+func fromStream(ctx context.Context) (streamFrame, bool) {
+	f, ok := ctx.Value(streamFrameKey{}).(streamFrame)
+	return f, ok
+}
+
+// streamTraceAttributes returns, for a request that came on a stream with
+// trace contexts, the block of the call whose trace the span continues
+// and links to the other sampled calls of the batch.
+func streamTraceAttributes(ctx context.Context, p propagation.TextMapPropagator) (block string, links []trace.Link) {
+	f, _ := fromStream(ctx)
+	if len(f.traces) == 0 {
+		return "", nil
+	}
+	for _, other := range f.traces[1:] {
+		sc := trace.SpanContextFromContext(p.Extract(context.Background(), propagation.MapCarrier(other)))
+		if sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return f.traces[0][wire.TraceBlockID], links
+}
+
+func (c *streamConn) write(frame []byte) {
+	c.writers.Add(1)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	last := c.writers.Add(-1) == 0
+	if c.broken {
+		return
+	}
+	_ = c.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	_, err := c.w.Write(frame)
+	if err == nil && last {
+		err = c.w.Flush()
+	}
+	if err != nil {
+		// The peer stopped reading or went away: its pending calls fail
+		// when the connection closes, which also ends the read loop.
+		c.broken = true
+		_ = c.conn.Close()
+	}
+}
+
+// frameWriter is the http.ResponseWriter of a stream request: it keeps
+// the status and body, behind room for the response frame's header.
+type frameWriter struct {
+	header http.Header
+	status int
+	buf    []byte
+}
+
+func newFrameWriter() *frameWriter {
+	return &frameWriter{header: http.Header{}, buf: make([]byte, wire.StreamResponseHead, wire.StreamResponseHead+512)}
+}
+
+func (f *frameWriter) Header() http.Header { return f.header }
+
+func (f *frameWriter) WriteHeader(code int) {
+	if f.status == 0 {
+		f.status = code
+	}
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	f.WriteHeader(http.StatusOK)
+	f.buf = append(f.buf, p...)
+	return len(p), nil
+}
+
+func (f *frameWriter) statusCode() int {
+	if f.status == 0 {
+		return http.StatusOK
+	}
+	return f.status
+}
+
+// frame fills in the response header in front of the body.
+func (f *frameWriter) frame(id uint32) []byte {
+	wire.PutStreamResponseHead(f.buf, id, f.statusCode())
+	return f.buf
+}
