@@ -11,7 +11,8 @@
 #   scripts/bench-cpu.sh BIN [SECONDS] [CONCURRENCY]
 #
 # Extra node settings: NODE_ENV="K=V K=V". PROFILE=DIR saves a 5 s CPU
-# profile of n0 in the middle of each phase.
+# profile of n0 in the middle of each phase, and its allocation profile
+# (since start) after it.
 set -u
 bin=$(realpath "${1:?path to the goblocks binary}"); d=${2:-10}; c=${3:-32}
 bench=$(cd "$(dirname "$0")/../../shared/bench" && pwd)
@@ -47,7 +48,9 @@ phase() { # mode [extra blockbench flags]
   if [ -n "${PROFILE:-}" ]; then
     mkdir -p "$PROFILE"
     (sleep $((d / 2 - 2)); curl -sf -H "Authorization: Bearer $token" -o "$PROFILE/$mode.pprof" \
-      "http://127.0.0.1:${ports[0]}/admin/pprof/profile?seconds=5") & prof=$!
+      "http://127.0.0.1:${ports[0]}/admin/pprof/profile?seconds=5"
+     curl -sf -H "Authorization: Bearer $token" -o "$PROFILE/$mode.allocs.pprof" \
+      "http://127.0.0.1:${ports[0]}/admin/pprof/allocs") & prof=$!
   fi
   local t0 s0 line t1 s1
   if [ "$*" = "-fill" ]; then # write every key first, outside the measured window

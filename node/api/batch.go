@@ -27,7 +27,13 @@ func (s *server) batchApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	dec := wire.NewDecoder(io.LimitReader(r.Body, limit), s.o.BlockSize)
+	// A buffer the size of the body (most batches are a few records), up
+	// to 64 KiB for migration streams.
+	bufSize := 64 << 10
+	if r.ContentLength > 0 && r.ContentLength < int64(bufSize) {
+		bufSize = int(r.ContentLength)
+	}
+	dec := wire.NewDecoder(bufio.NewReaderSize(io.LimitReader(r.Body, limit), bufSize), s.o.BlockSize)
 	var items []storage.Item
 	for {
 		id, rec, err := dec.Decode()

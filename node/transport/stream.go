@@ -265,12 +265,15 @@ func (s *peerStream) call(ctx context.Context, q wire.StreamRequest) (wire.Strea
 	q.ID = s.nextID
 	s.pending[q.ID] = ch
 	s.mu.Unlock()
-	frame := wire.AppendStreamRequest(make([]byte, 0, 64+len(q.Body)), q)
+	head := wire.AppendStreamRequestHead(make([]byte, 0, 64), q)
 	s.writers.Add(1)
 	s.wmu.Lock()
 	last := s.writers.Add(-1) == 0
 	_ = s.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-	_, err := s.w.Write(frame)
+	_, err := s.w.Write(head)
+	if err == nil {
+		_, err = s.w.Write(q.Body) // a body larger than the buffer goes straight to the socket
+	}
 	if err == nil && last {
 		err = s.w.Flush()
 	}

@@ -98,6 +98,12 @@ type StreamRequest struct {
 // AppendStreamRequest appends q's encoding to b. Traces past
 // MaxStreamTraces, and pairs too long for the format, are left out.
 func AppendStreamRequest(b []byte, q StreamRequest) []byte {
+	return append(AppendStreamRequestHead(b, q), q.Body...)
+}
+
+// AppendStreamRequestHead appends what precedes q.Body in q's encoding,
+// so a writer can send a large body without copying it behind the head.
+func AppendStreamRequestHead(b []byte, q StreamRequest) []byte {
 	start := len(b)
 	b = append(b, 0, 0, 0, 0)
 	b = binary.BigEndian.AppendUint32(b, q.ID)
@@ -120,8 +126,7 @@ func AppendStreamRequest(b []byte, q StreamRequest) []byte {
 		}
 		b[at] = byte(n)
 	}
-	b = append(b, q.Body...)
-	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4+len(q.Body)))
 	return b
 }
 
