@@ -30,3 +30,11 @@ func NewClientWithStreamIdle(o Options, idle time.Duration) *Client {
 	c.streams.idle = idle
 	return c
 }
+
+// StreamSlots returns how many peers and classes the client keeps stream
+// state for.
+func (c *Client) StreamSlots() int {
+	c.streams.mu.Lock()
+	defer c.streams.mu.Unlock()
+	return len(c.streams.byKey)
+}

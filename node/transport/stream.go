@@ -149,6 +149,12 @@ func (c *Client) dialStream(key streamKey, slot *streamSlot, dialing chan struct
 		go func() {
 			defer c.pipes.wg.Done()
 			s.readLoop(c.streams.idle)
+			// A peer that left the cluster leaves no slot behind.
+			c.streams.mu.Lock()
+			if cur := c.streams.byKey[key]; cur == slot && slot.s == s && slot.dialing == nil {
+				delete(c.streams.byKey, key)
+			}
+			c.streams.mu.Unlock()
 		}()
 	}
 	slot.dialErr, slot.dialing = err, nil

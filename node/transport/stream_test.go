@@ -314,3 +314,23 @@ func TestStreamCarriesTraceContext(t *testing.T) {
 		t.Fatalf("frame traces = %v; want traceparent %s for block traced", q.Traces, want)
 	}
 }
+
+// An idle stream closes, leaving neither a goroutine nor state behind;
+// the next call opens a new one.
+func TestStreamRetiresWhenIdle(t *testing.T) {
+	checkLeaks(t)
+	peer := newRealPeer(t)
+	c := transport.NewClientWithStreamIdle(transport.Options{Token: peer.tok, MaxBlockSize: testBlockSize}, 50*time.Millisecond)
+	defer c.Close()
+	for round := range 2 {
+		if _, err := c.Apply(t.Context(), peer.addr(), "b", block(round+1)); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		eventually(t, "the idle stream closes", func() bool {
+			return c.StreamSlots() == 0 && len(goroutines("transport.(*peerStream).readLoop", "")) == 0
+		})
+	}
+	if got := peer.ln.accepted.Load(); got != 2 {
+		t.Errorf("%d connections; want 2 (one per round)", got)
+	}
+}
