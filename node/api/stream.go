@@ -22,9 +22,9 @@ import (
 )
 
 // streamConcurrency bounds the requests of one peer stream handled at
-// once; past it the server stops reading the stream, and the peer's
-// writes wait in TCP's buffers (backpressure, not refusal). A peer's
-// pipelines keep at most two batches in flight per kind.
+// once (its workers); past it the server stops reading the stream, and
+// the peer's writes wait in TCP's buffers (backpressure, not refusal). A
+// peer's pipelines keep at most two batches in flight per kind.
 const streamConcurrency = 16
 
 // streamWriteTimeout bounds how long a response may wait for a peer that
@@ -104,7 +104,7 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &streamConn{s: s, conn: conn, r: brw.Reader, w: brw.Writer, req: r, root: root, ctx: ctx, cancel: cancel,
-		slots: make(chan struct{}, streamConcurrency)}
+		work: make(chan streamJob)}
 	if !s.streams.add(c) {
 		cancel()
 		conn.Close() // shutting down
@@ -147,8 +147,12 @@ type streamConn struct {
 	// ctx is the requests' context, cancelled when the stream ends.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// slots bounds the requests being handled (streamConcurrency).
-	slots    chan struct{}
+	// work hands requests to the stream's workers, at most
+	// streamConcurrency, started as the load needs them. Workers live as
+	// long as the stream, so their stacks, grown once through the handler
+	// and the engine, are not grown again for every request.
+	work     chan streamJob
+	workers  int // started so far; read loop only
 	handlers sync.WaitGroup
 	// writers counts answers waiting for wmu: the last one flushes, so
 	// answers ready together leave in one write.
@@ -161,6 +165,7 @@ type streamConn struct {
 func (c *streamConn) serve() {
 	defer func() {
 		c.cancel()
+		close(c.work)
 		c.handlers.Wait()
 		c.conn.Close()
 		c.s.streams.remove(c)
@@ -210,14 +215,32 @@ func (c *streamConn) serve() {
 				reserved += extra
 			}
 		}
-		c.slots <- struct{}{}
-		c.handlers.Add(1)
-		go func() {
-			defer c.handlers.Done()
-			defer func() { <-c.slots }()
-			defer c.s.batchBytes.Release(reserved)
-			c.answer(q)
-		}()
+		job := streamJob{q: q, reserved: reserved}
+		select {
+		case c.work <- job: // an idle worker took it
+			continue
+		default:
+		}
+		if c.workers < streamConcurrency {
+			c.workers++
+			c.handlers.Add(1)
+			go c.worker()
+		}
+		c.work <- job // with every worker busy, the stream waits here
+	}
+}
+
+// streamJob is a request read from the stream and the budget it holds.
+type streamJob struct {
+	q        wire.StreamRequest
+	reserved int64
+}
+
+func (c *streamConn) worker() {
+	defer c.handlers.Done()
+	for job := range c.work {
+		c.answer(job.q)
+		c.s.batchBytes.Release(job.reserved)
 	}
 }
 
