@@ -167,8 +167,18 @@ func (s *server) batchMeta(verify bool) http.HandlerFunc {
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		out := make([]byte, 0, len(ids)*32)
-		for _, id := range ids {
-			m, err := s.localMeta(id, verify)
+		var metas []storage.MetaResult
+		if !verify {
+			metas = s.o.Local.GetMetas(ids)
+		}
+		for i, id := range ids {
+			var m storage.Meta
+			var err error
+			if verify {
+				m, err = s.localMeta(id)
+			} else {
+				m, err = metas[i].Meta, metas[i].Err
+			}
 			switch {
 			case err == nil:
 				out = wire.AppendMeta(append(out, wire.FetchFound), m)
@@ -183,12 +193,9 @@ func (s *server) batchMeta(verify bool) http.HandlerFunc {
 	}
 }
 
-// localMeta reads id's metadata, through the whole record when verify is
-// set (its checksum is checked on the way).
-func (s *server) localMeta(id string, verify bool) (storage.Meta, error) {
-	if !verify {
-		return s.o.Local.GetMeta(id)
-	}
+// localMeta reads id's metadata through the whole record, whose checksum
+// is checked on the way: a digest reply.
+func (s *server) localMeta(id string) (storage.Meta, error) {
 	rec, err := s.o.Local.Get(id)
 	return rec.Meta(), err
 }

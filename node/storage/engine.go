@@ -7,6 +7,13 @@ import (
 	"github.com/goblocks/goblocks/node/ring"
 )
 
+// MetaResult is one answer of Engine.GetMetas: the metadata, or the error
+// GetMeta would have returned.
+type MetaResult struct {
+	Meta Meta
+	Err  error
+}
+
 // Engine stores versioned block records keyed by block id.
 //
 // Implementations are safe for concurrent use. Methods may block on disk
@@ -20,6 +27,10 @@ type Engine interface {
 	Get(id string) (Record, error)
 	// GetMeta returns the record's metadata without reading the payload.
 	GetMeta(id string) (Meta, error)
+	// GetMetas is GetMeta for many ids at once: results[i] answers
+	// ids[i] as GetMeta(ids[i]) would. An engine may read them in key
+	// order in one pass (the versions a migration asks of an arc).
+	GetMetas(ids []string) []MetaResult
 	// Apply stores rec for id if it Supersedes the stored record (or none
 	// is stored) and reports whether it did. rec.Checksum must match
 	// rec.Data (ErrCorrupt otherwise: a corrupt copy is never stored).

@@ -128,6 +128,15 @@ func (e *Engine) Get(id string) (storage.Record, error) {
 	return rec, nil
 }
 
+// GetMetas answers each id as GetMeta does.
+func (e *Engine) GetMetas(ids []string) []storage.MetaResult {
+	out := make([]storage.MetaResult, len(ids))
+	for i, id := range ids {
+		out[i].Meta, out[i].Err = e.GetMeta(id)
+	}
+	return out
+}
+
 // GetMeta returns id's metadata.
 func (e *Engine) GetMeta(id string) (storage.Meta, error) {
 	if err := e.check(); err != nil {

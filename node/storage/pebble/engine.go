@@ -277,6 +277,75 @@ func (e *Engine) lookup(stripe int, id string) (stored, error) {
 	return cur, err
 }
 
+// seekLookups is the number of cache misses from which lookupMany reads
+// them with one iterator rather than a point read each: a point read
+// builds an iterator over every level for one key (bloom filters make its
+// misses cheap), while one iterator seeking keys in order walks the
+// blocks they share once. Migrations ask for whole batches of an arc.
+const seekLookups = 16
+
+// lookupMany is lookup for many ids, whose stripes the caller holds
+// (shared or exclusive). Ids may repeat.
+func (e *Engine) lookupMany(ids []string) ([]stored, error) {
+	out := make([]stored, len(ids))
+	var misses []int
+	for i, id := range ids {
+		if m, ok := e.metas.get(e.stripeOf(id), id); ok {
+			out[i] = stored{found: true, meta: m}
+			continue
+		}
+		misses = append(misses, i)
+	}
+	if len(misses) < seekLookups {
+		for _, i := range misses {
+			var err error
+			if out[i], err = e.lookup(e.stripeOf(ids[i]), ids[i]); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	keys := make([][]byte, len(ids))
+	for _, i := range misses {
+		keys[i] = e.lay.metaKey(ids[i])
+	}
+	slices.SortFunc(misses, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	last := keys[misses[len(misses)-1]]
+	it, err := e.db.NewIter(&pebbledb.IterOptions{LowerBound: keys[misses[0]], UpperBound: append(slices.Clip(last), 0)})
+	if err != nil {
+		return nil, fmt.Errorf("pebble: read metadata: %w", e.faults.classify(err))
+	}
+	read := 0
+	for _, i := range misses {
+		if !it.SeekGE(keys[i]) || !bytes.Equal(it.Key(), keys[i]) {
+			if it.Error() != nil {
+				break // the rest by point reads, which classify the damage per block
+			}
+			read++ // no record
+			continue
+		}
+		v, verr := it.ValueAndErr()
+		if verr != nil {
+			break
+		}
+		m, derr := decodeMeta(v)
+		if derr != nil {
+			out[i] = stored{found: true, bad: fmt.Errorf("pebble: block %q metadata undecodable: %v: %w", ids[i], derr, storage.ErrCorrupt)}
+		} else {
+			out[i] = stored{found: true, meta: m}
+			e.metas.put(e.stripeOf(ids[i]), ids[i], m)
+		}
+		read++
+	}
+	_ = it.Close() // an error here was the iterator's, handled below
+	for _, i := range misses[read:] {
+		if out[i], err = e.readStored(ids[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // remember records in the cache what a commit left for id (nothing when
 // it was not committed or its state is unknown); the caller holds id's
 // stripe exclusively.
@@ -435,6 +504,35 @@ func (e *Engine) Get(id string) (storage.Record, error) {
 	return rec, nil
 }
 
+// GetMetas answers each id as GetMeta does, reading the misses of the
+// metadata cache in key order in one pass when there are many.
+func (e *Engine) GetMetas(ids []string) []storage.MetaResult {
+	out := make([]storage.MetaResult, len(ids))
+	if err := e.acquire(); err != nil {
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
+	}
+	defer e.release()
+	unlock := e.lockStripesShared(ids)
+	curs, err := e.lookupMany(ids)
+	unlock()
+	for i, id := range ids {
+		switch cur := curs[i]; {
+		case err != nil:
+			out[i].Err = err
+		case !cur.found:
+			out[i].Err = fmt.Errorf("pebble: block %q: %w", id, storage.ErrNotFound)
+		case cur.bad != nil:
+			out[i].Err = cur.bad
+		default:
+			out[i].Meta = cur.meta
+		}
+	}
+	return out
+}
+
 // GetMeta returns id's metadata without reading its payload.
 func (e *Engine) GetMeta(id string) (storage.Meta, error) {
 	if err := e.acquire(); err != nil {
@@ -526,6 +624,10 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	unlock := e.lockStripes(ids)
 	defer unlock()
 
+	before, err := e.lookupMany(ids)
+	if err != nil {
+		return nil, err
+	}
 	b := e.db.NewBatch()
 	defer b.Close()
 	state := make(map[string]stored, len(items))
@@ -533,10 +635,7 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	for i, it := range items {
 		cur, seen := state[it.ID]
 		if !seen {
-			var err error
-			if cur, err = e.lookup(e.stripeOf(it.ID), it.ID); err != nil {
-				return nil, err
-			}
+			cur = before[i]
 		}
 		ok, next, err := e.stage(b, it.ID, recs[i], cur)
 		if err != nil {
@@ -551,7 +650,7 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	if b.Empty() {
 		return applied, nil
 	}
-	err := e.commit(b)
+	err = e.commit(b)
 	for id, st := range state {
 		e.remember(e.stripeOf(id), id, st, err == nil)
 	}
@@ -577,6 +676,24 @@ func (e *Engine) lockStripes(ids []string) func() {
 	return func() {
 		for _, s := range idx {
 			e.stripes[s].Unlock()
+		}
+	}
+}
+
+// lockStripesShared is lockStripes with shared locks (readers).
+func (e *Engine) lockStripesShared(ids []string) func() {
+	idx := make([]int, len(ids))
+	for i, id := range ids {
+		idx[i] = e.stripeOf(id)
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, s := range idx {
+		e.stripes[s].RLock()
+	}
+	return func() {
+		for _, s := range idx {
+			e.stripes[s].RUnlock()
 		}
 	}
 }

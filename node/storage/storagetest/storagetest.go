@@ -82,6 +82,7 @@ func Run(t *testing.T, order Order, open func(t *testing.T) storage.Engine) {
 		{"ScanRecords", func(t *testing.T, e storage.Engine) { testScanRecords(t, e, order) }},
 		{"ScanCallbackUsesEngine", testScanCallbackUsesEngine},
 		{"ApplyBatch", testApplyBatch},
+		{"GetMetas", testGetMetas},
 		{"Count", testCount},
 		{"ConcurrentSameID", testConcurrentSameID},
 		{"ConcurrentDistinctIDs", testConcurrentDistinctIDs},
@@ -731,6 +732,34 @@ func testScanCallbackUsesEngine(t *testing.T, e storage.Engine) {
 		t.Fatal(err)
 	}
 	wantCount(t, e, 0)
+}
+
+// testGetMetas: each answer is what GetMeta answers for that id, for
+// present, absent and deleted blocks, repeats included.
+func testGetMetas(t *testing.T, e storage.Engine) {
+	var ids []string
+	for i := range 40 {
+		id := fmt.Sprintf("m%02d", i)
+		rec := storage.NewRecord(Block(uint64(i)), V(uint64(i+1), "n"))
+		if i%5 == 0 {
+			rec = storage.NewTombstone(V(uint64(i+1), "n"))
+		}
+		if _, err := e.Apply(id, rec); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id, "absent-"+id)
+	}
+	ids = append(ids, "m03", "m03")
+	got := e.GetMetas(ids)
+	if len(got) != len(ids) {
+		t.Fatalf("%d answers for %d ids", len(got), len(ids))
+	}
+	for i, id := range ids {
+		m, err := e.GetMeta(id)
+		if got[i].Meta != m || (got[i].Err == nil) != (err == nil) || (err != nil && errors.Is(err, storage.ErrNotFound) != errors.Is(got[i].Err, storage.ErrNotFound)) {
+			t.Errorf("%s: GetMetas %+v; GetMeta %+v, %v", id, got[i], m, err)
+		}
+	}
 }
 
 func testApplyBatch(t *testing.T, e storage.Engine) {
