@@ -743,13 +743,21 @@ func (e *Engine) changeLocked(changes []storage.Change) ([]bool, error) {
 	b := e.db.NewBatch()
 	defer b.Close()
 	var delta int64
+	ids := make([]string, len(changes))
+	for i, c := range changes {
+		ids[i] = c.ID
+	}
+	// A GC pass changes an arc's records, in key order: one ordered pass
+	// reads what they are now.
+	curs, err := e.lookupMany(ids)
+	if err != nil {
+		return nil, err
+	}
 	after := make([]stored, len(changes)) // what each done change leaves
 	for i, c := range changes {
-		cur, err := e.lookup(e.stripeOf(c.ID), c.ID)
+		cur := curs[i]
 		after[i] = cur
 		switch {
-		case err != nil:
-			return nil, err
 		case !cur.found:
 			continue
 		case cur.bad != nil:
@@ -790,7 +798,7 @@ func (e *Engine) changeLocked(changes []storage.Change) ([]bool, error) {
 	if b.Empty() {
 		return done, nil
 	}
-	err := e.commitUnsynced(b)
+	err = e.commitUnsynced(b)
 	for i, c := range changes {
 		if done[i] {
 			e.remember(e.stripeOf(c.ID), c.ID, after[i], err == nil)

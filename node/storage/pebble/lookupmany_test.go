@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/goblocks/goblocks/node/storage"
 	"github.com/goblocks/goblocks/node/storage/storagetest"
@@ -96,6 +97,59 @@ func TestApplyBatchColdCache(t *testing.T) {
 		}
 		if err != nil || m.Version != wantV {
 			t.Errorf("%s: stored %v, %v; want %v", it.ID, m.Version, err, wantV)
+		}
+	}
+}
+
+// A GC pass's changes, judged with a cold cache in one ordered pass, happen
+// exactly when their version still matches: marks and removals of the
+// current version, nothing for an outdated one or an absent block.
+func TestApplyChangesColdCache(t *testing.T) {
+	e := open(t, t.TempDir())
+	defer e.Close()
+	for i := range 100 {
+		if _, err := e.Apply(fmt.Sprintf("blk-%04d", i), storage.NewRecord(storagetest.Block(uint64(i)), storagetest.V(10, "n"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.DropMetaCacheForTest()
+	since := time.Unix(1_700_000_000, 0)
+	var changes []storage.Change
+	var want []bool
+	for i := range 120 {
+		c := storage.Change{ID: fmt.Sprintf("blk-%04d", i), Version: storagetest.V(10, "n"), StaleSince: since}
+		switch {
+		case i%4 == 1:
+			c.Version = storagetest.V(9, "n") // outdated: no change
+		case i%4 == 2:
+			c.Remove, c.StaleSince = true, time.Time{}
+		}
+		changes = append(changes, c)
+		want = append(want, i < 100 && i%4 != 1)
+	}
+	done, err := e.ApplyChanges(changes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(done, want) {
+		t.Fatalf("done = %v\nwant   %v", done, want)
+	}
+	e.DropMetaCacheForTest()
+	for i, c := range changes[:100] {
+		m, err := e.GetMeta(c.ID)
+		switch {
+		case i%4 == 2:
+			if err == nil {
+				t.Errorf("%s: still there after its removal", c.ID)
+			}
+		case i%4 == 1:
+			if err != nil || !m.StaleSince.IsZero() {
+				t.Errorf("%s: %+v, %v; want unchanged", c.ID, m, err)
+			}
+		default:
+			if err != nil || !m.StaleSince.Equal(since) {
+				t.Errorf("%s: %+v, %v; want stale since %v", c.ID, m, err, since)
+			}
 		}
 	}
 }
