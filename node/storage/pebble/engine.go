@@ -661,15 +661,22 @@ func (e *Engine) ApplyBatch(items []storage.Item) ([]bool, error) {
 	return applied, nil
 }
 
-// lockStripes takes the stripes of all ids in ascending order, so two
-// batches sharing stripes cannot deadlock, and returns the unlock.
-func (e *Engine) lockStripes(ids []string) func() {
+// stripesOf returns the distinct stripes of ids in ascending order, the
+// order in which every multi-stripe lock takes them: two batches sharing
+// stripes cannot deadlock.
+func (e *Engine) stripesOf(ids []string) []int {
 	idx := make([]int, len(ids))
 	for i, id := range ids {
 		idx[i] = e.stripeOf(id)
 	}
 	slices.Sort(idx)
-	idx = slices.Compact(idx)
+	return slices.Compact(idx)
+}
+
+// lockStripes takes the stripes of all ids exclusively and returns the
+// unlock.
+func (e *Engine) lockStripes(ids []string) func() {
+	idx := e.stripesOf(ids)
 	for _, s := range idx {
 		e.stripes[s].Lock()
 	}
@@ -682,12 +689,7 @@ func (e *Engine) lockStripes(ids []string) func() {
 
 // lockStripesShared is lockStripes with shared locks (readers).
 func (e *Engine) lockStripesShared(ids []string) func() {
-	idx := make([]int, len(ids))
-	for i, id := range ids {
-		idx[i] = e.stripeOf(id)
-	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx)
+	idx := e.stripesOf(ids)
 	for _, s := range idx {
 		e.stripes[s].RLock()
 	}
