@@ -11,9 +11,10 @@ type NodeStatus struct {
 	ClusterStatus
 	Addr   string `json:"addr"`
 	Blocks int64  `json:"blocks"` // copies stored here (owned and stale)
-	// OwnedBlocks and StaleBlocks split Blocks as of the last GC pass
-	// (which runs at every ring swap): stale copies moved away and are
-	// collected when the grace period ends.
+	// OwnedBlocks and StaleBlocks split Blocks: stale copies moved away
+	// (marked by the GC pass that runs at every ring swap) and are
+	// collected when the grace period ends; both move as a pass marks and
+	// collects.
 	OwnedBlocks int64 `json:"owned_blocks"`
 	StaleBlocks int64 `json:"stale_blocks"`
 }

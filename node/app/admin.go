@@ -62,6 +62,12 @@ func (n *Node) nodeStatus() NodeStatus {
 	cs := n.ClusterStatus()
 	blocks := int64(n.engine.Count())
 	stale := min(cs.GC.Stale, blocks)
+	if n.driver != nil {
+		// Counted as copies are marked and collected, not only at the end
+		// of a pass: blocks falls as a pass collects, and owned (their
+		// difference) would read low until it ends.
+		stale = min(n.driver.StaleNow(), blocks)
+	}
 	return NodeStatus{ClusterStatus: cs, Addr: n.cfg.AdvertiseAddress(), Blocks: blocks, OwnedBlocks: blocks - stale, StaleBlocks: stale}
 }
 

@@ -73,9 +73,11 @@ type Driver struct {
 	roundID        string
 	transferCancel context.CancelFunc
 	lastGC         GCStats
-	lastRound      RoundSummary
-	recvBlocks     int64
-	recvBytes      int64
+	// staleNow is lastGC.Stale moved by the running pass's changes.
+	staleNow   atomic.Int64
+	lastRound  RoundSummary
+	recvBlocks int64
+	recvBytes  int64
 }
 
 // The status types are the operator contract's (package adminapi).
@@ -459,7 +461,8 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		}
 		arcs := scope.arcs(kind, v)
 		start := time.Now()
-		st, next, staleBefore, err := reconcile(ctx, d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs, d.gcStill(v))
+		st, next, staleBefore, err := reconcile(ctx, d.o.Engine, v, d.o.Self.Name, start, d.o.StaleGrace, d.o.TombstoneGrace, arcs, d.gcStill(v),
+			func(delta int64) { d.staleNow.Add(delta); d.o.Metrics.StaleBlocks.Add(float64(delta)) })
 		st.Pass, st.Seconds = kind.String(), time.Since(start).Seconds()
 		d.o.Metrics.GCSeconds.WithLabelValues(st.Pass).Observe(st.Seconds)
 		scope.done(kind, v, arcs, st.Stale, err)
@@ -494,9 +497,14 @@ func (d *Driver) gcLoop(ctx context.Context) {
 		}
 		d.mu.Lock()
 		d.lastGC = st
+		d.staleNow.Store(st.Stale)
 		d.mu.Unlock()
 	}
 }
+
+// StaleNow is the number of stale copies this node holds: the last GC
+// pass's count, moved by each change of the pass running now.
+func (d *Driver) StaleNow() int64 { return max(d.staleNow.Load(), 0) }
 
 // gcStill is reconcile's check, before each batch, that v is still the
 // view. No lock is held through the commit: a view change must never wait

@@ -30,12 +30,17 @@ type GCStats = adminapi.GCStats
 // otherwise mark its whole store stale before it could exit) and returns
 // ctx's error.
 //
+// onStale, when set, hears of each committed change to the number of
+// stale copies (+1 marked, -1 collected or owned again) as it happens, so
+// the store's stale count can be told while a pass runs: a collection
+// pass removes an arc's worth of stale copies over many seconds.
+//
 // still, when set, is asked before each batch is committed whether v is
 // still the node's view (its release runs after the commit); false stops
 // the pass with errViewChanged. A pass can take minutes under load, and a decision made
 // by a replaced view is wrong: a copy the new view gives back to this
 // node would be marked stale or removed.
-func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range, still func() (release func(), ok bool)) (st GCStats, next time.Time, staleBefore int64, err error) {
+func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string, now time.Time, grace, tombstoneGrace time.Duration, arcs []ring.Range, still func() (release func(), ok bool), onStale func(delta int64)) (st GCStats, next time.Time, staleBefore int64, err error) {
 	var firstErr error
 	viewChanged := false
 	expires := func(staleSince time.Time) {
@@ -75,9 +80,17 @@ func reconcile(ctx context.Context, eng storage.Engine, v ring.View, self string
 				continue
 			}
 			*kinds[k]++
-			if kinds[k] == &st.MarkedStale {
+			switch kinds[k] {
+			case &st.MarkedStale:
 				st.Stale++
 				expires(now)
+				if onStale != nil {
+					onStale(1)
+				}
+			case &st.Collected, &st.Reowned:
+				if onStale != nil {
+					onStale(-1)
+				}
 			}
 		}
 		batch, kinds = batch[:0], kinds[:0]

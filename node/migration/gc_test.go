@@ -47,13 +47,18 @@ func TestReconcile(t *testing.T) {
 	mustMark(t, eng, young, ver, now.Add(-3*time.Second)) // expires in 7s
 	mustMark(t, eng, old, ver, now.Add(-grace-time.Second))
 
-	st, next, _, err := reconcile(t.Context(), eng, v, "a", now, grace, 24*time.Hour, nil, nil)
+	var told int64
+	st, next, staleBefore, err := reconcile(t.Context(), eng, v, "a", now, grace, 24*time.Hour, nil, nil, func(d int64) { told += d })
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := GCStats{Scanned: 4, MarkedStale: 1, Reowned: 1, Collected: 1, Stale: 2}
 	if st != want {
 		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	// What the pass told as it went adds up to the change of the count.
+	if staleBefore != 3 || told != st.Stale-staleBefore {
+		t.Errorf("stale before %d, after %d, told %+d as it went", staleBefore, st.Stale, told)
 	}
 	if wantNext := now.Add(-3 * time.Second).Add(grace); !next.Equal(wantNext) {
 		t.Errorf("next expiry %v, want %v (the young stale copy's)", next.Sub(now), wantNext.Sub(now))
@@ -73,7 +78,7 @@ func TestReconcile(t *testing.T) {
 	}
 
 	// Nothing stale left: no expiry to wait for.
-	_, next, _, err = reconcile(t.Context(), eng, ring.View{Current: testRing(t, []string{"a"}), RF: 1}, "a", now, grace, 24*time.Hour, nil, nil)
+	_, next, _, err = reconcile(t.Context(), eng, ring.View{Current: testRing(t, []string{"a"}), RF: 1}, "a", now, grace, 24*time.Hour, nil, nil, nil)
 	if err != nil || !next.IsZero() {
 		t.Fatalf("after every copy is owned again: next %v, err %v; want zero", next, err)
 	}
@@ -109,7 +114,7 @@ func BenchmarkReconcileMarksStale(b *testing.B) {
 		}
 		v := ring.View{Current: testRingTB(b, []string{"b", "c", "d"}), RF: 3}
 		b.StartTimer()
-		st, _, _, err := reconcile(b.Context(), eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil, nil)
+		st, _, _, err := reconcile(b.Context(), eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil, nil, nil)
 		b.StopTimer()
 		if err != nil || st.MarkedStale != n {
 			b.Fatalf("marked %d of %d stale: %v", st.MarkedStale, n, err)
@@ -161,11 +166,11 @@ func TestReconcileArcsOnly(t *testing.T) {
 			fill(full)
 			fill(partial)
 			now := time.Now()
-			stFull, _, _, err := reconcile(t.Context(), full, after, "a", now, time.Minute, 24*time.Hour, nil, nil)
+			stFull, _, _, err := reconcile(t.Context(), full, after, "a", now, time.Minute, 24*time.Hour, nil, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			stArcs, _, _, err := reconcile(t.Context(), partial, after, "a", now, time.Minute, 24*time.Hour, arcs, nil)
+			stArcs, _, _, err := reconcile(t.Context(), partial, after, "a", now, time.Minute, 24*time.Hour, arcs, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -244,7 +249,7 @@ func TestReconcileStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	v := ring.View{Current: testRing(t, []string{"b", "c", "d"}), RF: 3} // a owns nothing
-	st, _, _, err := reconcile(ctx, eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil, nil)
+	st, _, _, err := reconcile(ctx, eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil, nil, nil)
 	if !errors.Is(err, context.Canceled) || st.Scanned > 1 || st.MarkedStale > 1 {
 		t.Fatalf("cancelled pass: %+v, %v", st, err)
 	}
@@ -272,7 +277,7 @@ func TestReconcileStopsWhenTheViewChanges(t *testing.T) {
 		batches++
 		return func() {}, batches <= 2 // the view changes after two batches
 	}
-	st, _, _, err := reconcile(t.Context(), eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil, still)
+	st, _, _, err := reconcile(t.Context(), eng, v, "a", time.Now(), time.Minute, 24*time.Hour, nil, still, nil)
 	if !errors.Is(err, errViewChanged) {
 		t.Fatalf("pass over a replaced view: %v", err)
 	}
