@@ -231,6 +231,14 @@ func TestNBD(t *testing.T) {
 			}
 		}()
 		addr := c.nodes[1].NBDAddr()
+		// The server lets go of the earlier subtests' connections as it
+		// notices they closed: the cap is only free once it has.
+		testkit.Eventually(t, 10*time.Second, func() error {
+			if n := gatheredValue(t, c.nodes[1].Registry(), "blocks_nbd_connections"); n != 0 {
+				return fmt.Errorf("%v NBD connections still open on n1", n)
+			}
+			return nil
+		})
 		for range nbdConnCap {
 			h, err := nbdclient.Dial(addr)
 			if err != nil {
