@@ -143,8 +143,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			_ = nc.Close()
 			return nil
 		}
+		// The gauge counts the slots held: once it falls, a new
+		// connection has room.
+		s.o.Metrics.Connections.Inc()
 		s.wg.Go(func() {
-			defer func() { <-s.slots }()
+			defer func() { <-s.slots; s.o.Metrics.Connections.Dec() }()
 			defer s.untrack(nc)
 			s.serveConn(nc)
 		})
@@ -196,8 +199,6 @@ type conn struct {
 }
 
 func (s *Server) serveConn(nc net.Conn) {
-	s.o.Metrics.Connections.Inc()
-	defer s.o.Metrics.Connections.Dec()
 	c := &conn{s: s, nc: nc, br: bufio.NewReaderSize(nc, 64<<10), bw: bufio.NewWriterSize(nc, 64<<10)}
 	log := s.o.Logger.With().Str("remote", nc.RemoteAddr().String()).Logger()
 	_ = nc.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
