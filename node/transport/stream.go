@@ -20,8 +20,9 @@ import (
 // connection per peer and class, opened by an HTTP upgrade that carries
 // the cluster token, then request and response frames, pipelined and
 // answered in any order. Compared with one HTTP request per batch, a
-// batch costs neither request parsing, routing and headers on the peer
-// nor a pooled connection per batch in flight. A peer that does not know
+// batch costs no HTTP parsing or headers on either side and no pooled
+// connection per batch in flight (the peer still routes each frame
+// through its handler, for the same checks). A peer that does not know
 // the endpoint (an older version, during a rolling upgrade) gets HTTP
 // batches, and is asked again after streamRetryAfter.
 
@@ -58,8 +59,9 @@ type streamKey struct {
 // errNoStreams: the peer answered the upgrade with 404.
 var errNoStreams = errors.New("transport: peer has no stream endpoint")
 
-// errStreamGone: the stream closed before the request was written; a new
-// one may carry it.
+// errStreamGone: the stream closed before the request was written, or
+// closed as idle just as it was written (an idle close sees no calls
+// pending). Every op is idempotent, so a new stream may carry it again.
 var errStreamGone = errors.New("transport: peer stream closed")
 
 type streamSet struct {
@@ -258,8 +260,8 @@ func (s *peerStream) fail(err error) {
 	_ = s.conn.Close()
 }
 
-// call sends one request and waits for its response. errStreamGone means
-// the request was not sent.
+// call sends one request and waits for its response; errStreamGone says
+// it may be sent again on a new stream.
 func (s *peerStream) call(ctx context.Context, q wire.StreamRequest) (wire.StreamResponse, error) {
 	ch := make(chan wire.StreamResponse, 1)
 	s.mu.Lock()
