@@ -166,26 +166,21 @@ func (s *server) batchMeta(verify bool) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		out := make([]byte, 0, len(ids)*32)
 		var metas []storage.MetaResult
-		if !verify {
+		if verify {
+			metas = s.digests(ids)
+		} else {
 			metas = s.o.Local.GetMetas(ids)
 		}
-		for i, id := range ids {
-			var m storage.Meta
-			var err error
-			if verify {
-				m, err = s.localMeta(id)
-			} else {
-				m, err = metas[i].Meta, metas[i].Err
-			}
+		out := make([]byte, 0, len(ids)*32)
+		for i, m := range metas {
 			switch {
-			case err == nil:
-				out = wire.AppendMeta(append(out, wire.FetchFound), m)
-			case errors.Is(err, storage.ErrNotFound):
+			case m.Err == nil:
+				out = wire.AppendMeta(append(out, wire.FetchFound), m.Meta)
+			case errors.Is(m.Err, storage.ErrNotFound):
 				out = append(out, wire.FetchAbsent)
 			default:
-				s.o.Logger.Warn().Err(err).Str("block_id", id).Msg("local copy unreadable")
+				s.o.Logger.Warn().Err(m.Err).Str("block_id", ids[i]).Msg("local copy unreadable")
 				out = append(out, wire.FetchCorrupt)
 			}
 		}
@@ -193,9 +188,13 @@ func (s *server) batchMeta(verify bool) http.HandlerFunc {
 	}
 }
 
-// localMeta reads id's metadata through the whole record, whose checksum
-// is checked on the way: a digest reply.
-func (s *server) localMeta(id string) (storage.Meta, error) {
-	rec, err := s.o.Local.Get(id)
-	return rec.Meta(), err
+// digests reads each id's whole record, whose payload is checked against
+// its checksum on the way, and answers its metadata: digest replies.
+func (s *server) digests(ids []string) []storage.MetaResult {
+	out := make([]storage.MetaResult, len(ids))
+	for i, id := range ids {
+		rec, err := s.o.Local.Get(id)
+		out[i] = storage.MetaResult{Meta: rec.Meta(), Err: err}
+	}
+	return out
 }

@@ -17,6 +17,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/goblocks/goblocks/node/wire"
 )
@@ -86,7 +87,7 @@ func (st *streams) remove(c *streamConn) {
 // stream upgrades an internal request (already authenticated by
 // requireToken) to a peer stream of batch requests (wire.PathStream).
 func (s *server) stream(w http.ResponseWriter, r *http.Request) {
-	if !headerHas(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), wire.StreamProtocol) {
+	if !httpguts.HeaderValuesContainsToken(r.Header.Values("Connection"), "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), wire.StreamProtocol) {
 		s.fail(w, r, "stream", fmt.Errorf("%w: %s needs Connection: Upgrade and Upgrade: %s", ErrUnexpectedRequest, wire.PathStream, wire.StreamProtocol))
 		return
 	}
@@ -121,18 +122,6 @@ func (s *server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	s.o.Metrics.StreamsOpen.Inc()
 	go c.serve()
-}
-
-// headerHas reports whether the comma-separated header name lists token.
-func headerHas(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // streamConn serves one peer stream: it reads request frames, hands each
@@ -171,30 +160,19 @@ func (c *streamConn) serve() {
 		c.s.streams.remove(c)
 		c.s.o.Metrics.StreamsOpen.Dec()
 	}()
-	maxBody := wire.MaxStreamBody(c.s.o.BlockSize)
 	for {
-		// The frame's memory is reserved before it is read, against the
-		// same budget as HTTP batch bodies (MaxInflightBatchBytes): past
-		// it, this stream waits (TCP holds the peer's writes) instead of
-		// answering 503.
-		reserved, err := c.reserveNext()
-		if err != nil {
-			return
-		}
-		q, err := wire.ReadStreamRequest(c.r, maxBody)
+		job, err := c.next()
 		if errors.Is(err, wire.ErrBadStreamRequest) {
 			// Read whole: answered with 400, and the stream goes on.
-			c.s.batchBytes.Release(reserved)
 			c.s.o.Metrics.Errors.WithLabelValues("stream", "bad_request").Inc()
 			fw := newFrameWriter()
 			writeError(fw, err)
-			c.write(fw.frame(q.ID))
+			c.write(fw.frame(job.q.ID))
 			continue
 		}
 		if err != nil {
-			c.s.batchBytes.Release(reserved)
 			var ne net.Error
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !(errors.As(err, &ne) && ne.Timeout()) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) && !(errors.As(err, &ne) && ne.Timeout()) {
 				// A frame that cannot be read leaves no way to find the
 				// next one: the stream ends, the peer's pending calls fail
 				// and it opens a new one.
@@ -203,19 +181,6 @@ func (c *streamConn) serve() {
 			}
 			return
 		}
-		if q.Op == wire.OpFetch {
-			// A fetch's answer is the large part: a block per id.
-			ids := int64(bytes.Count(q.Body, []byte{'\n'}) + 1)
-			extra := min(ids*int64(c.s.o.BlockSize+wire.MaxFrameOverhead+1), c.budgetCap()) - reserved
-			if extra > 0 {
-				if err := c.s.batchBytes.Acquire(c.ctx, extra); err != nil {
-					c.s.batchBytes.Release(reserved)
-					return
-				}
-				reserved += extra
-			}
-		}
-		job := streamJob{q: q, reserved: reserved}
 		select {
 		case c.work <- job: // an idle worker took it
 			continue
@@ -228,6 +193,38 @@ func (c *streamConn) serve() {
 		}
 		c.work <- job // with every worker busy, the stream waits here
 	}
+}
+
+// next reads the next request and reserves its memory against the same
+// budget as HTTP batch bodies (MaxInflightBatchBytes), before reading it:
+// past the budget this stream waits (TCP holds the peer's writes) instead
+// of answering 503. The job holds the reservation; on an error none is
+// held, and a request read whole comes with the ErrBadStreamRequest.
+func (c *streamConn) next() (streamJob, error) {
+	head, err := c.r.Peek(4)
+	if err != nil {
+		return streamJob{}, err
+	}
+	// Capped: a longer frame is refused by ReadStreamRequest.
+	job := streamJob{reserved: min(int64(binary.BigEndian.Uint32(head)), c.budgetCap())}
+	if err := c.s.batchBytes.Acquire(c.ctx, job.reserved); err != nil {
+		return streamJob{}, err
+	}
+	job.q, err = wire.ReadStreamRequest(c.r, wire.MaxStreamBody(c.s.o.BlockSize))
+	if err == nil && job.q.Op == wire.OpFetch {
+		// A fetch's answer is the large part: a block per id.
+		ids := int64(bytes.Count(job.q.Body, []byte{'\n'}) + 1)
+		if extra := min(ids*int64(c.s.o.BlockSize+wire.MaxFrameOverhead+1), c.budgetCap()) - job.reserved; extra > 0 {
+			if err = c.s.batchBytes.Acquire(c.ctx, extra); err == nil {
+				job.reserved += extra
+			}
+		}
+	}
+	if err != nil {
+		c.s.batchBytes.Release(job.reserved)
+		job.reserved = 0
+	}
+	return job, err
 }
 
 // streamJob is a request read from the stream and the budget it holds.
@@ -247,21 +244,6 @@ func (c *streamConn) worker() {
 // budgetCap is the most one frame reserves: the largest batch, which the
 // budget always has room for.
 func (c *streamConn) budgetCap() int64 { return wire.MaxBatchBody(c.s.o.BlockSize) }
-
-// reserveNext waits for the next frame's length and reserves that much of
-// the batch budget (capped at budgetCap; a longer frame is refused by
-// ReadStreamRequest).
-func (c *streamConn) reserveNext() (int64, error) {
-	head, err := c.r.Peek(4)
-	if err != nil {
-		return 0, err
-	}
-	n := min(int64(binary.BigEndian.Uint32(head)), c.budgetCap())
-	if err := c.s.batchBytes.Acquire(c.ctx, n); err != nil {
-		return 0, err
-	}
-	return n, nil
-}
 
 // answer runs one request through the server's handler, as the HTTP
 // batch request it stands for, and writes the response frame. The first

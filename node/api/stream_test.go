@@ -244,7 +244,7 @@ func TestStreamFramesShareTheBatchBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 5*time.Second, func() error {
-		if len(stacks("api.(*streamConn).reserveNext")) == 0 {
+		if len(stacks("api.(*streamConn).next(")) == 0 {
 			return errors.New("the stream is not waiting for the budget")
 		}
 		return nil

@@ -270,6 +270,12 @@ func (e *Engine) lookup(stripe int, id string) (stored, error) {
 	if m, ok := e.metas.get(stripe, id); ok {
 		return stored{found: true, meta: m}, nil
 	}
+	return e.readAndCache(stripe, id)
+}
+
+// readAndCache is readStored for a cache miss: a readable record it finds
+// is cached. The caller holds id's stripe.
+func (e *Engine) readAndCache(stripe int, id string) (stored, error) {
 	cur, err := e.readStored(id)
 	if err == nil && cur.found && cur.bad == nil {
 		e.metas.put(stripe, id, cur.meta)
@@ -297,13 +303,7 @@ func (e *Engine) lookupMany(ids []string) ([]stored, error) {
 		misses = append(misses, i)
 	}
 	if len(misses) < seekLookups {
-		for _, i := range misses {
-			var err error
-			if out[i], err = e.lookup(e.stripeOf(ids[i]), ids[i]); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
+		return out, e.readMisses(ids, misses, out)
 	}
 	keys := make([][]byte, len(ids))
 	for _, i := range misses {
@@ -338,12 +338,18 @@ func (e *Engine) lookupMany(ids []string) ([]stored, error) {
 		read++
 	}
 	_ = it.Close() // an error here was the iterator's, handled below
-	for _, i := range misses[read:] {
-		if out[i], err = e.readStored(ids[i]); err != nil {
-			return nil, err
+	return out, e.readMisses(ids, misses[read:], out)
+}
+
+// readMisses fills out[i] for each i of misses with a point read.
+func (e *Engine) readMisses(ids []string, misses []int, out []stored) error {
+	for _, i := range misses {
+		var err error
+		if out[i], err = e.readAndCache(e.stripeOf(ids[i]), ids[i]); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // remember records in the cache what a commit left for id (nothing when
@@ -545,7 +551,7 @@ func (e *Engine) GetMeta(id string) (storage.Meta, error) {
 	}
 	mu := &e.stripes[stripe]
 	mu.RLock()
-	cur, err := e.lookup(stripe, id)
+	cur, err := e.readAndCache(stripe, id)
 	mu.RUnlock()
 	switch {
 	case err != nil:
